@@ -1,0 +1,1 @@
+"""pykka actors and the bridge between them and the asyncio event loop."""

@@ -1,0 +1,125 @@
+"""Messages between the HTTP layer, the wallet actors and the flush writer."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from wallet.domain.commands import WalletCommand
+from wallet.domain.errors import DomainError
+from wallet.domain.wallet import WalletState
+from wallet.persistence.records import StoredEvent, WalletBatch
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer ready to send: HTTP status and JSON body."""
+
+    status: int
+    body: Any
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The command was decided and (once its flush commits) holds; ``state`` is the state after it."""
+
+    state: WalletState
+    events: tuple[StoredEvent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    error: DomainError
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Not a business rule: the service could not take the command (503) or not yet (409)."""
+
+    status: int
+    name: str
+    message: str
+
+
+def unavailable(message: str) -> Refused:
+    return Refused(503, "ServiceUnavailableError", message)
+
+
+Outcome = Accepted | Rejected | Refused
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    key: str
+    fingerprint: str
+
+
+def _settle(future: asyncio.Future[Reply], reply: Reply) -> None:
+    if not future.done():
+        future.set_result(reply)
+
+
+@dataclass(slots=True)
+class CommandEnvelope:
+    """A command on its way to a wallet actor, with everything needed to answer it.
+
+    ``render`` turns the outcome into the reply (it belongs to the HTTP layer and runs in the actor,
+    because an idempotency record stores the rendered reply in the same transaction as the effect).
+    ``reply`` is an asyncio future of the event loop ``loop``: actor threads complete it only through
+    ``loop.call_soon_threadsafe``; code on the loop may complete it directly.
+    """
+
+    command: WalletCommand
+    render: Callable[[Outcome], Reply]
+    loop: asyncio.AbstractEventLoop
+    reply: asyncio.Future[Reply]
+    idempotency: IdempotencyKey | None = None
+
+    def answer_from_thread(self, reply: Reply) -> None:
+        self.loop.call_soon_threadsafe(_settle, self.reply, reply)
+
+    def answer_on_loop(self, reply: Reply) -> None:
+        _settle(self.reply, reply)
+
+
+class FlushResult(enum.Enum):
+    COMMITTED = "committed"
+    CONFLICT = "conflict"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Told by a wallet actor to itself: write what has been decided so far."""
+
+
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """Told by the writer to a wallet actor when its batch's transaction ended."""
+
+    result: FlushResult
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Passivate:
+    """Told by the directory after removing the actor: stop once nothing is in flight."""
+
+
+@dataclass(slots=True)
+class FlushRequest:
+    """One wallet's batch for the writer, with the answers to send once it commits."""
+
+    batch: WalletBatch
+    answers: list[tuple[CommandEnvelope, Reply]]
+    actor: pykka.ActorRef[Any]
+
+
+FLUSH = Flush()
+PASSIVATE = Passivate()

@@ -1,0 +1,81 @@
+"""Configuration, read from the environment in this one place. README.md documents every name."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/wallet"
+    database_replica_urls: tuple[str, ...] = ()
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    host: str = "0.0.0.0"
+    port: int = 3000
+    rate_limit_enabled: bool = True
+    log_level: str = "info"
+    default_currency: str = "USD"
+    # Pool sizes: the flush writer and reads share the primary pool.
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    # How many flush transactions may run at once; each gathers many wallets' batches.
+    writer_concurrency: int = 2
+    # Most wallet batches gathered into one flush transaction.
+    writer_max_wallets: int = 256
+    # Wallet actors: idle ones are stopped after this many seconds; at most this many live.
+    actor_idle_seconds: float = 60.0
+    max_live_actors: int = 20_000
+    # How long an HTTP request waits for its command before answering 503.
+    command_timeout_seconds: float = 10.0
+    idempotency_ttl_seconds: int = 24 * 3600
+    shutdown_timeout_seconds: float = 4.0
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def get(name: str, default: str) -> str:
+            return env.get(name, default) or default
+
+        replicas = tuple(u.strip() for u in env.get("DATABASE_REPLICA_URLS", "").split(",") if u.strip())
+        return cls(
+            database_url=get("DATABASE_URL", defaults.database_url),
+            database_replica_urls=replicas,
+            redis_url=get("REDIS_URL", defaults.redis_url),
+            rabbitmq_url=get("RABBITMQ_URL", defaults.rabbitmq_url),
+            host=get("HOST", defaults.host),
+            port=int(get("PORT", str(defaults.port))),
+            rate_limit_enabled=_bool(get("RATE_LIMIT_ENABLED", "true")),
+            log_level=get("LOG_LEVEL", defaults.log_level).lower(),
+            default_currency=get("DEFAULT_CURRENCY", defaults.default_currency).upper(),
+            db_pool_min=int(get("DB_POOL_MIN", str(defaults.db_pool_min))),
+            db_pool_max=int(get("DB_POOL_MAX", str(defaults.db_pool_max))),
+            writer_concurrency=int(get("WRITER_CONCURRENCY", str(defaults.writer_concurrency))),
+            writer_max_wallets=int(get("WRITER_MAX_WALLETS", str(defaults.writer_max_wallets))),
+            actor_idle_seconds=float(get("ACTOR_IDLE_SECONDS", str(defaults.actor_idle_seconds))),
+            max_live_actors=int(get("MAX_LIVE_ACTORS", str(defaults.max_live_actors))),
+            command_timeout_seconds=float(
+                get("COMMAND_TIMEOUT_SECONDS", str(defaults.command_timeout_seconds))
+            ),
+            idempotency_ttl_seconds=int(
+                get("IDEMPOTENCY_TTL_SECONDS", str(defaults.idempotency_ttl_seconds))
+            ),
+            shutdown_timeout_seconds=float(
+                get("SHUTDOWN_TIMEOUT_SECONDS", str(defaults.shutdown_timeout_seconds))
+            ),
+            extra={k: v for k, v in env.items() if k.startswith("WALLET_")},
+        )

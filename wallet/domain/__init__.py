@@ -1,0 +1,1 @@
+"""The pure domain: money, commands, events, the wallet decider. No I/O anywhere below here."""

@@ -1,0 +1,91 @@
+"""Commands: what a client asks of one wallet. Each carries the instant it was issued."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    """``currency``, when given, must be the wallet's; a new wallet takes it, else ``currency_if_new``."""
+
+    amount: int
+    at: datetime
+    currency: str | None = None
+    currency_if_new: str = "USD"
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    amount: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Freeze:
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Unfreeze:
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SetDailyLimit:
+    limit: int | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DebitForTransfer:
+    """Saga step 1 on the source wallet."""
+
+    saga_id: str
+    to_wallet_id: str
+    amount: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CreditFromTransfer:
+    """Saga step 2 on the destination wallet; creates it if new, in the saga's currency."""
+
+    saga_id: str
+    from_wallet_id: str
+    amount: int
+    currency: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CompensateTransfer:
+    """Saga compensation on the source wallet: the debited amount comes back."""
+
+    saga_id: str
+    to_wallet_id: str
+    amount: int
+    reason: str
+    at: datetime
+
+
+WalletCommand = (
+    Deposit
+    | Withdraw
+    | Freeze
+    | Unfreeze
+    | Close
+    | SetDailyLimit
+    | DebitForTransfer
+    | CreditFromTransfer
+    | CompensateTransfer
+)

@@ -1,0 +1,1 @@
+"""The REST API: aiohttp app, routes, validation, errors, rendering of replies."""

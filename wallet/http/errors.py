@@ -1,0 +1,82 @@
+"""The error body of API.md and the middleware that gives every failure that shape."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from wallet.http.context import request_context
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """A request the API refuses before it reaches a wallet (validation, unknown route, ...)."""
+
+    def __init__(self, status: int, name: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.name = name
+        self.message = message
+
+
+def validation_error(message: str) -> ApiError:
+    return ApiError(400, "ValidationError", message)
+
+
+def utc_timestamp(at: datetime | None = None) -> str:
+    at = at or datetime.now(UTC)
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def error_body(status: int, name: str, message: str, path: str, request_id: str) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "error": name,
+        "message": message,
+        "timestamp": utc_timestamp(),
+        "path": path,
+        "requestId": request_id,
+    }
+
+
+def error_response(request: web.Request, status: int, name: str, message: str) -> web.Response:
+    ctx = request_context(request)
+    body = error_body(status, name, message, ctx.path, ctx.request_id)
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        content_type="application/json",
+        headers={"X-Request-ID": ctx.request_id},
+    )
+
+
+_HTTP_NAMES = {
+    404: "NotFoundError",
+    405: "MethodNotAllowedError",
+    413: "PayloadTooLargeError",
+    415: "UnsupportedMediaTypeError",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(request, exc.status, exc.name, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        name = _HTTP_NAMES.get(exc.status, "HttpError")
+        return error_response(request, exc.status, name, exc.reason)
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(request, 500, "InternalServerError", "unexpected error")

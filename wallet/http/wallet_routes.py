@@ -1,0 +1,132 @@
+"""Wallet routes: translate HTTP into commands and reads, and replies back into HTTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from wallet.actors.messages import Accepted, IdempotencyKey
+from wallet.domain.commands import Close, Deposit, Freeze, SetDailyLimit, Unfreeze, WalletCommand, Withdraw
+from wallet.http.context import BAD_REQUEST_ID, request_context
+from wallet.http.errors import ApiError, validation_error
+from wallet.http.rendering import balance_body, history_body, renderer, respond, wallet_body
+from wallet.http.schemas import DepositRequest, LifecycleRequest, LimitsRequest, WithdrawRequest
+from wallet.http.validation import int_query, json_body, wallet_id_from
+from wallet.service import WalletService
+from wallet.service.idempotency import fingerprint
+
+SERVICE = web.AppKey("wallet_service", WalletService)
+
+_DEPOSIT = DepositRequest()
+_WITHDRAW = WithdrawRequest()
+_LIFECYCLE = LifecycleRequest()
+_LIMITS = LimitsRequest()
+
+
+def _balance(outcome: Accepted) -> dict[str, Any]:
+    return balance_body(outcome.state)
+
+
+def _wallet(outcome: Accepted) -> dict[str, Any]:
+    return wallet_body(outcome.state)
+
+
+async def _run(
+    request: web.Request,
+    operation: str,
+    command: WalletCommand,
+    params: dict[str, Any],
+    success: Any,
+) -> web.Response:
+    ctx = request_context(request)
+    if request.get(BAD_REQUEST_ID):
+        raise validation_error("X-Request-ID must be 1-255 characters")
+    wallet_id = request.match_info["id"]
+    key = None
+    if ctx.idempotency_key is not None:
+        key = IdempotencyKey(ctx.idempotency_key, fingerprint(operation, wallet_id, params))
+    service = request.app[SERVICE]
+    reply = await service.execute(wallet_id, command, renderer(success, ctx), key)
+    return respond(reply, ctx)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def deposit(request: web.Request) -> web.Response:
+    wallet_id_from(request)
+    data = await json_body(request, _DEPOSIT)
+    service = request.app[SERVICE]
+    command = Deposit(
+        amount=data["amount"],
+        at=_now(),
+        currency=data.get("currency"),
+        currency_if_new=service.settings.default_currency,
+    )
+    return await _run(request, "deposit", command, data, _balance)
+
+
+async def withdraw(request: web.Request) -> web.Response:
+    wallet_id_from(request)
+    data = await json_body(request, _WITHDRAW)
+    return await _run(request, "withdraw", Withdraw(data["amount"], _now()), data, _balance)
+
+
+async def freeze(request: web.Request) -> web.Response:
+    wallet_id_from(request)
+    data = await json_body(request, _LIFECYCLE)
+    return await _run(request, "freeze", Freeze(data["reason"], _now()), data, _wallet)
+
+
+async def unfreeze(request: web.Request) -> web.Response:
+    wallet_id_from(request)
+    data = await json_body(request, _LIFECYCLE)
+    return await _run(request, "unfreeze", Unfreeze(data["reason"], _now()), data, _wallet)
+
+
+async def close(request: web.Request) -> web.Response:
+    wallet_id_from(request)
+    data = await json_body(request, _LIFECYCLE)
+    return await _run(request, "close", Close(data["reason"], _now()), data, _wallet)
+
+
+async def set_limits(request: web.Request) -> web.Response:
+    wallet_id_from(request)
+    data = await json_body(request, _LIMITS)
+    command = SetDailyLimit(data["dailyWithdrawalLimit"], _now())
+    return await _run(request, "limits", command, data, _wallet)
+
+
+async def get_wallet(request: web.Request) -> web.Response:
+    wallet_id = wallet_id_from(request)
+    ctx = request_context(request)
+    view = await request.app[SERVICE].read_model.wallet(wallet_id)
+    if view is None:
+        raise ApiError(404, "WalletNotFoundError", f"wallet {wallet_id} not found")
+    return web.json_response(wallet_body(view), headers={"X-Request-ID": ctx.request_id})
+
+
+async def history(request: web.Request) -> web.Response:
+    wallet_id = wallet_id_from(request)
+    ctx = request_context(request)
+    limit = int_query(request, "limit", 100, 1, 1000)
+    offset = int_query(request, "offset", 0, 0, 2**62)
+    entries = await request.app[SERVICE].read_model.history(wallet_id, limit, offset)
+    if entries is None:
+        raise ApiError(404, "WalletNotFoundError", f"wallet {wallet_id} not found")
+    return web.json_response(history_body(entries), headers={"X-Request-ID": ctx.request_id})
+
+
+def add_routes(app: web.Application) -> None:
+    for prefix in ("/v1", ""):
+        app.router.add_post(f"{prefix}/wallet/{{id}}/deposit", deposit)
+        app.router.add_post(f"{prefix}/wallet/{{id}}/withdraw", withdraw)
+        app.router.add_post(f"{prefix}/wallet/{{id}}/freeze", freeze)
+        app.router.add_post(f"{prefix}/wallet/{{id}}/unfreeze", unfreeze)
+        app.router.add_post(f"{prefix}/wallet/{{id}}/close", close)
+        app.router.add_put(f"{prefix}/wallet/{{id}}/limits", set_limits)
+        app.router.add_get(f"{prefix}/wallet/{{id}}", get_wallet)
+        app.router.add_get(f"{prefix}/wallet/{{id}}/history", history)

@@ -1,0 +1,1 @@
+"""PostgreSQL and Redis access: pools, migrations, the event store, idempotency, read models."""

@@ -1,0 +1,109 @@
+"""The event store: one round trip applies many wallets' batches; loads rebuild an actor's state."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import UTC
+from typing import Any
+
+import asyncpg
+
+from wallet.domain.events import Event, EventType
+from wallet.domain.wallet import WalletState, WalletStatus
+from wallet.persistence.records import WalletBatch
+
+
+def _batch_json(batch: WalletBatch) -> dict[str, Any]:
+    state = batch.state
+    return {
+        "w": batch.wallet_id,
+        "ev": batch.expected_version,
+        "s": None
+        if state is None or not batch.events
+        else {
+            "currency": state.currency,
+            "balance": state.balance,
+            "version": state.version,
+            "status": state.status.value,
+            "limit": state.daily_limit,
+            "oday": state.outflow_day.isoformat() if state.outflow_day else None,
+            "otoday": state.outflow_today,
+        },
+        "e": [
+            {
+                "id": str(stored.id),
+                "v": stored.version,
+                "t": stored.event.type.value,
+                "a": stored.event.amount,
+                "bal": stored.balance_after,
+                "m": stored.event.metadata,
+                "at": stored.event.occurred_at.isoformat(),
+            }
+            for stored in batch.events
+        ],
+        "k": [{"k": rec.key, "f": rec.fingerprint, "s": rec.status, "r": rec.body} for rec in batch.keys],
+    }
+
+
+def encode_batches(batches: Sequence[WalletBatch]) -> str:
+    return json.dumps([_batch_json(b) for b in batches], separators=(",", ":"))
+
+
+class EventStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def apply(self, batches: Sequence[WalletBatch]) -> set[int]:
+        """Write the batches in one transaction; return the positions (0-based) that conflicted."""
+        payload = encode_batches(batches)
+        async with self._pool.acquire() as conn:
+            conflicts = await conn.fetchval("SELECT wallet_apply_batches($1::jsonb)", payload)
+        return {position - 1 for position in conflicts}
+
+    async def load(self, wallet_id: str) -> WalletState | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT currency, balance, version, status, daily_withdrawal_limit,"
+                " outflow_day, outflow_today FROM wallets WHERE id = $1",
+                wallet_id,
+            )
+        if row is None:
+            return None
+        return WalletState(
+            wallet_id=wallet_id,
+            currency=row["currency"],
+            balance=row["balance"],
+            version=row["version"],
+            status=WalletStatus(row["status"]),
+            daily_limit=row["daily_withdrawal_limit"],
+            outflow_day=row["outflow_day"],
+            outflow_today=row["outflow_today"],
+        )
+
+    async def any_event_exists(self, event_ids: Sequence[uuid.UUID]) -> bool:
+        async with self._pool.acquire() as conn:
+            found = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM wallet_events WHERE id = ANY($1::uuid[]))", list(event_ids)
+            )
+        return bool(found)
+
+    async def events(self, wallet_id: str) -> list[Event]:
+        """Every event of a wallet, oldest first (for audits and tests; the actors never replay)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT event_type, amount, metadata, created_at FROM wallet_events"
+                " WHERE wallet_id = $1 ORDER BY version",
+                wallet_id,
+            )
+        return [
+            Event(
+                type=EventType(r["event_type"]),
+                wallet_id=wallet_id,
+                occurred_at=r["created_at"].astimezone(UTC),
+                amount=r["amount"],
+                metadata=json.loads(r["metadata"]),
+            )
+            for r in rows
+        ]

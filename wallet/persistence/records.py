@@ -1,0 +1,41 @@
+"""What one flush writes for one wallet: the unit the actors hand to the event store."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from wallet.domain.events import Event
+from wallet.domain.wallet import WalletState
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event with its place in the wallet's log."""
+
+    id: uuid.UUID
+    version: int
+    balance_after: int
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """The answer given to one ``X-Request-ID``, kept so a retry gets it again."""
+
+    key: str
+    fingerprint: str
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WalletBatch:
+    """One wallet's share of a flush: written atomically, checked against ``expected_version``."""
+
+    wallet_id: str
+    expected_version: int
+    state: WalletState | None  # the state after ``events``; None when nothing changes
+    events: tuple[StoredEvent, ...]
+    keys: tuple[IdempotencyRecord, ...]
