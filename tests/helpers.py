@@ -38,7 +38,9 @@ async def folded_state(db: asyncpg.Connection, wallet_id: str) -> WalletState | 
 
 
 async def versions(db: asyncpg.Connection, wallet_id: str) -> list[int]:
-    rows = await db.fetch("SELECT version FROM wallet_events WHERE wallet_id = $1 ORDER BY version", wallet_id)
+    rows = await db.fetch(
+        "SELECT version FROM wallet_events WHERE wallet_id = $1 ORDER BY version", wallet_id
+    )
     return [r["version"] for r in rows]
 
 
