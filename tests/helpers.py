@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -25,11 +26,10 @@ async def balance_cents(db: asyncpg.Connection, wallet_id: str) -> int:
 
 async def folded_state(db: asyncpg.Connection, wallet_id: str) -> WalletState | None:
     rows = await db.fetch(
-        "SELECT event_type, amount, metadata, created_at FROM wallet_events WHERE wallet_id = $1 ORDER BY version",
+        "SELECT event_type, amount, metadata, created_at FROM wallet_events"
+        " WHERE wallet_id = $1 ORDER BY version",
         wallet_id,
     )
-    import json
-
     events = [
         Event(EventType(r["event_type"]), wallet_id, r["created_at"], r["amount"], json.loads(r["metadata"]))
         for r in rows
