@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 
 def _bool(value: str) -> bool:
@@ -41,6 +42,34 @@ class Settings:
     command_timeout_seconds: float = 10.0
     idempotency_ttl_seconds: int = 24 * 3600
     shutdown_timeout_seconds: float = 4.0
+    # Sagas unfinished and untouched this long are driven on by recovery.
+    saga_stuck_threshold_seconds: float = 60.0
+    # Event stream (docs/EVENTS.md): the topic exchange the outbox relay publishes to.
+    rabbitmq_exchange: str = "wallet_events"
+    # Outbox relay: polling fallback to LISTEN/NOTIFY, rows per round, published rows kept this long.
+    outbox_poll_seconds: float = 1.0
+    outbox_batch_size: int = 500
+    outbox_retention_seconds: float = 3600.0
+    outbox_publish_timeout_seconds: float = 5.0
+    outbox_backoff_initial_seconds: float = 0.1
+    outbox_backoff_max_seconds: float = 30.0
+    # Fraud worker: its queue (the DLQ is "<queue>.dlq"), prefetch, retries with growing delays.
+    fraud_queue: str = "fraud_detection"
+    fraud_prefetch: int = 32
+    fraud_max_retries: int = 3
+    fraud_retry_base_seconds: float = 1.0
+    # Rules: HIGH_VALUE_TRANSACTION above this amount (major units); RAPID_WITHDRAWALS when more
+    # than ``fraud_rapid_count`` withdrawals fall within the window.
+    fraud_high_value_threshold: Decimal = Decimal("10000")
+    fraud_rapid_count: int = 3
+    fraud_rapid_window_seconds: float = 300.0
+    # Alerts of these rules are CRITICAL; with auto-freeze on, a critical alert freezes the wallet.
+    fraud_critical_rules: tuple[str, ...] = ("RAPID_WITHDRAWALS",)
+    fraud_auto_freeze: bool = False
+    # The API's queue of critical alerts (the auto-freeze consumer).
+    fraud_alert_queue: str = "fraud_auto_freeze"
+    # Processed-event records and the rules' window are kept this long.
+    fraud_state_retention_seconds: float = 7 * 24 * 3600.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -76,6 +105,47 @@ class Settings:
             ),
             shutdown_timeout_seconds=float(
                 get("SHUTDOWN_TIMEOUT_SECONDS", str(defaults.shutdown_timeout_seconds))
+            ),
+            saga_stuck_threshold_seconds=float(
+                get("SAGA_STUCK_THRESHOLD", str(defaults.saga_stuck_threshold_seconds))
+            ),
+            rabbitmq_exchange=get("RABBITMQ_EXCHANGE", defaults.rabbitmq_exchange),
+            outbox_poll_seconds=float(get("OUTBOX_POLL_SECONDS", str(defaults.outbox_poll_seconds))),
+            outbox_batch_size=int(get("OUTBOX_BATCH_SIZE", str(defaults.outbox_batch_size))),
+            outbox_retention_seconds=float(
+                get("OUTBOX_RETENTION_SECONDS", str(defaults.outbox_retention_seconds))
+            ),
+            outbox_publish_timeout_seconds=float(
+                get("OUTBOX_PUBLISH_TIMEOUT_SECONDS", str(defaults.outbox_publish_timeout_seconds))
+            ),
+            outbox_backoff_initial_seconds=float(
+                get("OUTBOX_BACKOFF_INITIAL_SECONDS", str(defaults.outbox_backoff_initial_seconds))
+            ),
+            outbox_backoff_max_seconds=float(
+                get("OUTBOX_BACKOFF_MAX_SECONDS", str(defaults.outbox_backoff_max_seconds))
+            ),
+            fraud_queue=get("FRAUD_QUEUE", defaults.fraud_queue),
+            fraud_prefetch=int(get("FRAUD_PREFETCH", str(defaults.fraud_prefetch))),
+            fraud_max_retries=int(get("FRAUD_MAX_RETRIES", str(defaults.fraud_max_retries))),
+            fraud_retry_base_seconds=float(
+                get("FRAUD_RETRY_BASE_SECONDS", str(defaults.fraud_retry_base_seconds))
+            ),
+            fraud_high_value_threshold=Decimal(
+                get("FRAUD_HIGH_VALUE_THRESHOLD", str(defaults.fraud_high_value_threshold))
+            ),
+            fraud_rapid_count=int(get("FRAUD_RAPID_COUNT", str(defaults.fraud_rapid_count))),
+            fraud_rapid_window_seconds=float(
+                get("FRAUD_RAPID_WINDOW_SECONDS", str(defaults.fraud_rapid_window_seconds))
+            ),
+            fraud_critical_rules=tuple(
+                r.strip().upper()
+                for r in get("FRAUD_CRITICAL_RULES", ",".join(defaults.fraud_critical_rules)).split(",")
+                if r.strip()
+            ),
+            fraud_auto_freeze=_bool(get("FRAUD_AUTO_FREEZE", "false")),
+            fraud_alert_queue=get("FRAUD_ALERT_QUEUE", defaults.fraud_alert_queue),
+            fraud_state_retention_seconds=float(
+                get("FRAUD_STATE_RETENTION_SECONDS", str(defaults.fraud_state_retention_seconds))
             ),
             extra={k: v for k, v in env.items() if k.startswith("WALLET_")},
         )

@@ -6,7 +6,7 @@ import asyncio
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pykka
 
@@ -18,11 +18,18 @@ from wallet.persistence.records import StoredEvent, WalletBatch
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """An answer ready to send: HTTP status and JSON body."""
+    """An answer ready to send: HTTP status and JSON body.
+
+    ``recordable``: stored under the request's X-Request-ID when it commits (a saga step that is
+    not the transfer's last gives a non-recordable reply). ``outcome``: the decision itself, for
+    a saga coordinator; never serialised.
+    """
 
     status: int
     body: Any
     replayed: bool = False
+    recordable: bool = True
+    outcome: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,27 +72,72 @@ def _settle(future: asyncio.Future[Reply], reply: Reply) -> None:
         future.set_result(reply)
 
 
+class ReplyTo(Protocol):
+    """Where a command's reply goes. Both methods are safe to call from their named thread."""
+
+    def from_thread(self, reply: Reply) -> None: ...
+
+    def on_loop(self, reply: Reply) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FutureReply:
+    """The bridge to asyncio: an asyncio future of ``loop``, completed thread-safely.
+
+    Actor threads complete it only through ``loop.call_soon_threadsafe``; code on the loop
+    completes it directly. Nothing on the loop ever waits on a pykka future.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Reply]
+
+    def from_thread(self, reply: Reply) -> None:
+        self.loop.call_soon_threadsafe(_settle, self.future, reply)
+
+    def on_loop(self, reply: Reply) -> None:
+        _settle(self.future, reply)
+
+
+@dataclass(frozen=True, slots=True)
+class StepReply:
+    """A wallet's answer to a saga step, told to the coordinator."""
+
+    saga_id: str
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class ActorReply:
+    """Reply by telling an actor (the transfer coordinator) a ``StepReply``."""
+
+    actor: pykka.ActorRef[Any]
+    saga_id: str
+
+    def from_thread(self, reply: Reply) -> None:
+        self.actor.tell(StepReply(self.saga_id, reply))
+
+    def on_loop(self, reply: Reply) -> None:
+        self.actor.tell(StepReply(self.saga_id, reply))
+
+
 @dataclass(slots=True)
 class CommandEnvelope:
     """A command on its way to a wallet actor, with everything needed to answer it.
 
     ``render`` turns the outcome into the reply (it belongs to the HTTP layer and runs in the actor,
     because an idempotency record stores the rendered reply in the same transaction as the effect).
-    ``reply`` is an asyncio future of the event loop ``loop``: actor threads complete it only through
-    ``loop.call_soon_threadsafe``; code on the loop may complete it directly.
     """
 
     command: WalletCommand
     render: Callable[[Outcome], Reply]
-    loop: asyncio.AbstractEventLoop
-    reply: asyncio.Future[Reply]
+    reply_to: ReplyTo
     idempotency: IdempotencyKey | None = None
 
     def answer_from_thread(self, reply: Reply) -> None:
-        self.loop.call_soon_threadsafe(_settle, self.reply, reply)
+        self.reply_to.from_thread(reply)
 
     def answer_on_loop(self, reply: Reply) -> None:
-        _settle(self.reply, reply)
+        self.reply_to.on_loop(reply)
 
 
 class FlushResult(enum.Enum):

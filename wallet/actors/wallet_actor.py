@@ -32,16 +32,19 @@ from wallet.actors.messages import (
     FlushRequest,
     FlushResult,
     Passivate,
+    Refused,
     Rejected,
     Reply,
     unavailable,
 )
 from wallet.domain.errors import DomainError, IdempotencyKeyReuseError
 from wallet.domain.events import Event
+from wallet.domain.saga import SagaTransition, expected_state, is_saga_step, transition_for
 from wallet.domain.wallet import WalletState, decide, evolve
 from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.records import IdempotencyRecord, StoredEvent, WalletBatch
+from wallet.persistence.saga_store import SagaStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,6 +65,7 @@ class WalletActorContext:
     events: EventStore
     idempotency: IdempotencyStore
     submit: Callable[[FlushRequest], None]  # thread-safe
+    sagas: SagaStore
     io_timeout: float = 10.0
 
 
@@ -70,6 +74,7 @@ class _Decided:
     envelope: CommandEnvelope
     reply: Reply
     events: tuple[StoredEvent, ...]
+    saga_transition: SagaTransition | None = None
 
 
 class WalletActor(pykka.ThreadingActor):
@@ -120,20 +125,26 @@ class WalletActor(pykka.ThreadingActor):
                 log.warning("wallet actor %s: load failed: %r", self.wallet_id, exc)
                 envelope.answer_from_thread(self._unavailable(envelope, "database unavailable"))
                 return
-        decision = decide(self.wallet_id, self._optimistic, envelope.command)
+        command = envelope.command
+        decision = decide(self.wallet_id, self._optimistic, command)
+        result: WalletState | DomainError
         if isinstance(decision, DomainError):
             state = self._optimistic
             stored: tuple[StoredEvent, ...] = ()
             reply = envelope.render(Rejected(decision))
+            result = decision
         else:
             state, stored = self._append(self._optimistic, decision)
             assert state is not None
             reply = envelope.render(Accepted(state, stored))
-        if not stored and envelope.idempotency is None and self._in_flight is None and not self._pending:
+            result = state
+        transition = transition_for(command, result) if is_saga_step(command) else None
+        nothing_to_write = not stored and transition is None and envelope.idempotency is None
+        if nothing_to_write and self._in_flight is None and not self._pending:
             # Nothing to make durable and nothing undecided ahead of it: answer now.
             envelope.answer_from_thread(reply)
             return
-        self._pending.append(_Decided(envelope, reply, stored))
+        self._pending.append(_Decided(envelope, reply, stored, transition))
         self._optimistic = state
         if not self._flush_told and self._in_flight is None:
             self._flush_told = True
@@ -161,14 +172,16 @@ class WalletActor(pykka.ThreadingActor):
                 d.envelope.idempotency.key, d.envelope.idempotency.fingerprint, d.reply.status, d.reply.body
             )
             for d in decided
-            if d.envelope.idempotency is not None
+            if d.envelope.idempotency is not None and d.reply.recordable
         )
+        transitions = tuple(d.saga_transition for d in decided if d.saga_transition is not None)
         batch = WalletBatch(
             wallet_id=self.wallet_id,
             expected_version=self._committed.version if self._committed else 0,
             state=self._optimistic,
             events=events,
             keys=keys,
+            saga_transitions=transitions,
         )
         self._in_flight = decided
         self._in_flight_state = self._optimistic
@@ -235,13 +248,25 @@ class WalletActor(pykka.ThreadingActor):
         self._decide_again([])
 
     def _stored_replies(self, envelopes: list[CommandEnvelope]) -> dict[int, Reply]:
-        """For commands whose X-Request-ID another writer recorded meanwhile: the reply to give."""
+        """Commands someone else settled meanwhile: a saga step already applied (by recovery or
+        another instance), or an X-Request-ID another writer recorded. The reply to give each."""
         replies: dict[int, Reply] = {}
         for envelope in envelopes:
+            command = envelope.command
+            if is_saga_step(command):
+                current = self._call(self._ctx.sagas.state(command.saga_id))
+                if current is not expected_state(command):
+                    refusal = Refused(409, "SagaStepObsoleteError", f"saga is {current}; step not applied")
+                    replies[id(envelope)] = envelope.render(refusal)
+                    continue
             if envelope.idempotency is None:
                 continue
             record = self._call(self._ctx.idempotency.find(envelope.idempotency.key))
             if record is None:
+                continue
+            if is_saga_step(command):
+                # Another request took this key meanwhile; the saga goes on without recording it.
+                envelope.idempotency = None
                 continue
             if record.fingerprint == envelope.idempotency.fingerprint:
                 replies[id(envelope)] = Reply(record.status, record.body, replayed=True)

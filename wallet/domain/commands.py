@@ -76,6 +76,7 @@ class CompensateTransfer:
     amount: int
     reason: str
     at: datetime
+    error: str | None = None  # the machine name of the rule that refused the credit
 
 
 WalletCommand = (

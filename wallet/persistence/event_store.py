@@ -44,6 +44,17 @@ def _batch_json(batch: WalletBatch) -> dict[str, Any]:
             for stored in batch.events
         ],
         "k": [{"k": rec.key, "f": rec.fingerprint, "s": rec.status, "r": rec.body} for rec in batch.keys],
+        "g": [
+            {
+                "id": t.saga_id,
+                "from": t.from_state.value,
+                "to": t.to_state.value,
+                "cur": t.currency,
+                "err": t.error,
+                "why": t.reason,
+            }
+            for t in batch.saga_transitions
+        ],
     }
 
 

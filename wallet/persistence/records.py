@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wallet.domain.events import Event
+from wallet.domain.saga import SagaTransition
 from wallet.domain.wallet import WalletState
 
 
@@ -39,3 +40,4 @@ class WalletBatch:
     state: WalletState | None  # the state after ``events``; None when nothing changes
     events: tuple[StoredEvent, ...]
     keys: tuple[IdempotencyRecord, ...]
+    saga_transitions: tuple[SagaTransition, ...] = ()

@@ -13,7 +13,8 @@ import asyncpg
 import pykka
 
 from wallet.actors.directory import DirectoryClosed, WalletDirectory
-from wallet.actors.messages import CommandEnvelope, IdempotencyKey, Outcome, Reply, unavailable
+from wallet.actors.messages import CommandEnvelope, FutureReply, IdempotencyKey, Outcome, Reply, unavailable
+from wallet.actors.transfer_coordinator import Faults, TransferCoordinator
 from wallet.actors.wallet_actor import WalletActor, WalletActorContext
 from wallet.actors.writer import FlushWriter
 from wallet.config import Settings
@@ -23,7 +24,9 @@ from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.migrations import migrate
 from wallet.persistence.read_model import WalletReadModel
+from wallet.persistence.saga_store import SagaStore
 from wallet.service.idempotency import IdempotencyGate
+from wallet.service.transfers import TransferService
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class WalletService:
         self.event_store = EventStore(self.pool)
         self.idempotency_store = IdempotencyStore(self.pool)
         self.read_model = WalletReadModel(self.pool)
+        self.saga_store = SagaStore(self.pool)
         self.writer = FlushWriter(
             self.loop,
             self.event_store.apply,
@@ -65,6 +69,7 @@ class WalletService:
             events=self.event_store,
             idempotency=self.idempotency_store,
             submit=self.writer.submit,
+            sagas=self.saga_store,
             io_timeout=s.command_timeout_seconds,
         )
         self.directory = WalletDirectory(
@@ -73,6 +78,18 @@ class WalletService:
             idle_seconds=s.actor_idle_seconds,
         )
         self.gate = IdempotencyGate(self.idempotency_store, s.command_timeout_seconds)
+        self.coordinator = TransferCoordinator.start(self.directory.tell, Faults.from_env(dict(s.extra)))
+        self.transfers = TransferService(
+            self.loop,
+            self.saga_store,
+            self.idempotency_store,
+            self.gate,
+            self.coordinator,
+            timeout_seconds=s.command_timeout_seconds,
+            stuck_threshold_seconds=s.saga_stuck_threshold_seconds,
+            crash_before_debit=s.extra.get("WALLET_FAULT_CRASH_BEFORE_DEBIT") == "1",
+        )
+        self._tasks.append(self.loop.create_task(self.transfers.recover_periodically()))
         self._tasks.append(self.loop.create_task(self._passivate_periodically()))
         self._tasks.append(self.loop.create_task(self._purge_periodically()))
         self._started = True
@@ -86,7 +103,7 @@ class WalletService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        refs = self.directory.close()
+        refs = [self.coordinator, *self.directory.close()]
         await self.loop.run_in_executor(None, _stop_actors, refs, self.settings.shutdown_timeout_seconds)
         await self.writer.stop()
         await self.pool.close()
@@ -109,7 +126,7 @@ class WalletService:
         self, wallet_id: str, command: WalletCommand, render: Render, key: IdempotencyKey | None
     ) -> asyncio.Future[Reply]:
         future: asyncio.Future[Reply] = self.loop.create_future()
-        envelope = CommandEnvelope(command, render, self.loop, future, key)
+        envelope = CommandEnvelope(command, render, FutureReply(self.loop, future), key)
         try:
             self.directory.tell(wallet_id, envelope)
         except DirectoryClosed:

@@ -1,0 +1,92 @@
+"""Transfer sagas: created PENDING before the first step; later states are written by the steps'
+wallet flushes (see the 0002 migration), never here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from wallet.domain.saga import SagaState
+
+
+@dataclass(frozen=True, slots=True)
+class SagaRecord:
+    id: str
+    from_wallet_id: str
+    to_wallet_id: str
+    amount: int
+    currency: str | None
+    state: SagaState
+    failure_error: str | None = None
+    failure_reason: str | None = None
+    request_key: str | None = None
+    request_fingerprint: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+_COLUMNS = (
+    "id::text AS id, from_wallet_id, to_wallet_id, amount, currency, state, failure_error,"
+    " failure_reason, request_key, request_fingerprint, created_at, updated_at"
+)
+
+
+def _record(row: asyncpg.Record) -> SagaRecord:
+    values = dict(row)
+    values["state"] = SagaState(values["state"])
+    return SagaRecord(**values)
+
+
+class SagaStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(self, saga: SagaRecord) -> SagaRecord:
+        """Insert a PENDING saga; if its request key is taken, return the saga that holds it."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "INSERT INTO transfer_sagas (id, from_wallet_id, to_wallet_id, amount, state,"
+                " request_key, request_fingerprint) VALUES ($1::uuid, $2, $3, $4, 'PENDING', $5, $6)"
+                f" ON CONFLICT (request_key) DO NOTHING RETURNING {_COLUMNS}",
+                saga.id,
+                saga.from_wallet_id,
+                saga.to_wallet_id,
+                saga.amount,
+                saga.request_key,
+                saga.request_fingerprint,
+            )
+            if row is None:
+                row = await conn.fetchrow(
+                    f"SELECT {_COLUMNS} FROM transfer_sagas WHERE request_key = $1", saga.request_key
+                )
+        assert row is not None
+        return _record(row)
+
+    async def get(self, saga_id: str) -> SagaRecord | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM transfer_sagas WHERE id = $1::uuid", saga_id)
+        return None if row is None else _record(row)
+
+    async def state(self, saga_id: str) -> SagaState | None:
+        async with self._pool.acquire() as conn:
+            value = await conn.fetchval("SELECT state FROM transfer_sagas WHERE id = $1::uuid", saga_id)
+        return None if value is None else SagaState(value)
+
+    async def stuck(self, older_than_seconds: float, limit: int = 500) -> list[SagaRecord]:
+        """Sagas not finished and not touched for a while: recovery drives them on."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM transfer_sagas WHERE state IN ('PENDING', 'DEBITED')"
+                " AND updated_at < clock_timestamp() - make_interval(secs => $1)"
+                " ORDER BY updated_at LIMIT $2",
+                older_than_seconds,
+                limit,
+            )
+        return [_record(r) for r in rows]
+
+    async def count_by_state(self) -> dict[str, int]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch("SELECT state, count(*) AS n FROM transfer_sagas GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}

@@ -1,0 +1,156 @@
+"""Starting transfers (on the event loop) and recovering stuck ones.
+
+A transfer is first recorded PENDING (so a crash at any later instant leaves something recovery
+can finish), then handed to the transfer coordinator, whose final reply completes the client's
+future. With an X-Request-ID the saga row holds the key too, so a duplicate reaching another
+instance finds the saga instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+
+from wallet.actors.messages import FutureReply, IdempotencyKey, Outcome, Refused, Rejected, Reply, unavailable
+from wallet.actors.transfer_coordinator import RenderTransfer, RunSaga
+from wallet.domain.errors import IdempotencyKeyReuseError
+from wallet.domain.saga import FINAL_STATES, SagaState
+from wallet.persistence.idempotency_store import IdempotencyStore
+from wallet.persistence.saga_store import SagaRecord, SagaStore
+from wallet.service.idempotency import IdempotencyGate
+
+log = logging.getLogger(__name__)
+
+RenderOutcome = Callable[[Outcome], Reply]
+# Builds the reply renderer for a saga recovery finishes (no client is waiting; the reply is
+# recorded under the saga's X-Request-ID, if it had one).
+RecoveryRenderer = Callable[[SagaRecord], RenderTransfer]
+
+
+class TransferService:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sagas: SagaStore,
+        idempotency: IdempotencyStore,
+        gate: IdempotencyGate,
+        coordinator: pykka.ActorRef[Any],
+        *,
+        timeout_seconds: float,
+        stuck_threshold_seconds: float,
+        crash_before_debit: bool = False,
+    ) -> None:
+        self._loop = loop
+        self._sagas = sagas
+        self._idempotency = idempotency
+        self._gate = gate
+        self._coordinator = coordinator
+        self._timeout = timeout_seconds
+        self._stuck_threshold = stuck_threshold_seconds
+        self._crash_before_debit = crash_before_debit
+        self.recovery_renderer: RecoveryRenderer | None = None
+        self.recovered = 0
+
+    async def transfer(
+        self,
+        from_wallet_id: str,
+        to_wallet_id: str,
+        amount: int,
+        render: RenderTransfer,
+        render_outcome: RenderOutcome,
+        key: IdempotencyKey | None,
+    ) -> Reply:
+        def start() -> asyncio.Future[Reply]:
+            return asyncio.ensure_future(
+                self._run(from_wallet_id, to_wallet_id, amount, render, render_outcome, key)
+            )
+
+        if key is not None:
+            return await self._gate.run(key, render_outcome, start)
+        try:
+            return await asyncio.wait_for(asyncio.shield(start()), self._timeout)
+        except TimeoutError:
+            return render(unavailable("transfer still in progress; see GET /v1/transfers"))
+
+    async def _run(
+        self,
+        from_wallet_id: str,
+        to_wallet_id: str,
+        amount: int,
+        render: RenderTransfer,
+        render_outcome: RenderOutcome,
+        key: IdempotencyKey | None,
+    ) -> Reply:
+        saga = SagaRecord(
+            id=str(uuid.uuid4()),
+            from_wallet_id=from_wallet_id,
+            to_wallet_id=to_wallet_id,
+            amount=amount,
+            currency=None,
+            state=SagaState.PENDING,
+            request_key=key.key if key else None,
+            request_fingerprint=key.fingerprint if key else None,
+        )
+        try:
+            stored = await self._sagas.create(saga)
+        except Exception as exc:
+            log.warning("could not record transfer: %r", exc)
+            return render(unavailable("database unavailable"))
+        if stored.id != saga.id:  # the key already started a saga (another instance)
+            assert key is not None
+            return await self._duplicate(stored, key, render, render_outcome)
+        if self._crash_before_debit:
+            log.error("fault injection: SIGKILL before the debit of saga %s", saga.id)
+            os.kill(os.getpid(), signal.SIGKILL)
+        future: asyncio.Future[Reply] = self._loop.create_future()
+        self._coordinator.tell(RunSaga(stored, render, FutureReply(self._loop, future), key))
+        return await future
+
+    async def _duplicate(
+        self, saga: SagaRecord, key: IdempotencyKey, render: RenderTransfer, render_outcome: RenderOutcome
+    ) -> Reply:
+        if saga.request_fingerprint != key.fingerprint:
+            return render_outcome(
+                Rejected(IdempotencyKeyReuseError("X-Request-ID was already used for a different request"))
+            )
+        if saga.state in FINAL_STATES:
+            record = await self._idempotency.find(key.key)
+            if record is not None:
+                return Reply(record.status, record.body, replayed=True)
+        return render(
+            Refused(409, "IdempotencyKeyInFlightError", "a transfer with this X-Request-ID is in progress")
+        )
+
+    async def recover_stuck(self) -> int:
+        """Hand every stuck saga to the coordinator (it skips those it is already driving)."""
+        stuck = await self._sagas.stuck(self._stuck_threshold)
+        for saga in stuck:
+            key = None
+            if saga.request_key and saga.request_fingerprint:
+                key = IdempotencyKey(saga.request_key, saga.request_fingerprint)
+            render = self.recovery_renderer(saga) if self.recovery_renderer else _minimal_renderer
+            self._coordinator.tell(RunSaga(saga, render, None, key))
+        if stuck:
+            log.info("recovery: driving %d stuck transfer(s)", len(stuck))
+        self.recovered += len(stuck)
+        return len(stuck)
+
+    async def recover_periodically(self) -> None:
+        period = max(0.2, min(self._stuck_threshold / 4, 15.0))
+        while True:
+            try:
+                await self.recover_stuck()
+            except Exception as exc:
+                log.warning("saga recovery round failed: %r", exc)
+            await asyncio.sleep(period)
+
+
+def _minimal_renderer(result: Any) -> Reply:
+    return Reply(200, {"state": str(getattr(result, "state", "UNKNOWN"))})
