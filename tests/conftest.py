@@ -8,13 +8,19 @@ dropped at the end. Tests isolate themselves by using fresh wallet ids, so nothi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
 
+import aio_pika
 import asyncpg
 import pytest
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
 from wallet.config import Settings
@@ -22,6 +28,7 @@ from wallet.http.app import create_app
 from wallet.persistence.migrations import migrate
 from wallet.service import WalletService
 
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ADMIN_URL = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -62,11 +69,47 @@ def database_url(run_id: str) -> Iterator[str]:
         asyncio.run(_drop_database(name))
 
 
+@pytest.fixture(scope="session")
+def event_stream(run_id: str) -> Iterator[dict[str, Any]]:
+    """Per-run RabbitMQ names (exchange, queues) and short relay/retry timings; at the end of the
+    run, the run's queues and exchanges are deleted."""
+    names: dict[str, Any] = {
+        "rabbitmq_url": RABBITMQ_URL,
+        "rabbitmq_exchange": f"wallet_events.test_{run_id}",
+        "fraud_queue": f"fraud_detection.test_{run_id}",
+        "fraud_alert_queue": f"fraud_auto_freeze.test_{run_id}",
+        "outbox_poll_seconds": 0.2,
+        "outbox_publish_timeout_seconds": 2.0,
+        "outbox_backoff_initial_seconds": 0.05,
+        "outbox_backoff_max_seconds": 0.4,
+        "fraud_max_retries": 2,
+        "fraud_retry_base_seconds": 0.05,
+    }
+    yield names
+    asyncio.run(_delete_event_stream(replace(Settings(), **names)))
+
+
+async def _delete_event_stream(settings: Settings) -> None:
+    from wallet.messaging.topology import alert_topology, delete_topology, fraud_topology
+
+    try:
+        connection = await aio_pika.connect(settings.rabbitmq_url, timeout=5)
+    except Exception:
+        return  # the broker is down: nothing of this run can be cleaned now
+    async with connection:
+        channel = await connection.channel()
+        await delete_topology(channel, fraud_topology(settings))
+        await delete_topology(channel, alert_topology(settings))
+        await channel.exchange_delete(settings.rabbitmq_exchange)
+
+
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, event_stream: dict[str, Any], run_id: str) -> Settings:
     return replace(
         Settings(),
+        **event_stream,
         database_url=database_url,
+        redis_key_prefix=f"wallet_test_{run_id}",  # this run's cache entries and rate limit counts
         rate_limit_enabled=False,
         command_timeout_seconds=15.0,
         db_pool_max=8,
@@ -96,3 +139,107 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
     yield conn
     await conn.close()
+
+
+# -- event stream (RabbitMQ) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    message_id: str
+    routing_key: str
+    body: dict[str, Any]
+    at: float  # time.monotonic() on receipt
+    persistent: bool
+    content_type: str | None
+    app_id: str | None = None  # the publishing relay's name
+
+
+class EventCollector:
+    """Everything published to the run's exchange under ``wallet.#``, in arrival order."""
+
+    def __init__(self, connection: AbstractRobustConnection, exchange: str) -> None:
+        self._connection = connection
+        self._exchange = exchange
+        self.received: list[Received] = []
+
+    async def start(self) -> EventCollector:
+        from wallet.messaging.topology import declare_exchange
+
+        channel = await self._connection.channel()
+        exchange = await declare_exchange(channel, self._exchange)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key="wallet.#")
+        await queue.consume(self._on_message, no_ack=True)
+        return self
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self.received.append(
+            Received(
+                message_id=str(message.message_id),
+                routing_key=message.routing_key or "",
+                body=json.loads(message.body, parse_float=Decimal),
+                at=time.monotonic(),
+                persistent=message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT,
+                content_type=message.content_type,
+                app_id=message.app_id,
+            )
+        )
+
+    def of(self, wallet_ids: Iterable[str]) -> list[Received]:
+        wanted = set(wallet_ids)
+        return [r for r in self.received if r.body["walletId"] in wanted]
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        await wait_until(condition, timeout, lambda: f"received {len(self.received)} messages")
+
+
+async def wait_until(
+    condition: Callable[[], bool], timeout: float = 10.0, why: Callable[[], str] = str
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting; {why()}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def amqp(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
+    connection = await aio_pika.connect_robust(settings.rabbitmq_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def collector(amqp: AbstractRobustConnection, settings: Settings) -> EventCollector:
+    return await EventCollector(amqp, settings.rabbitmq_exchange).start()
+
+
+@pytest.fixture
+async def fraud_settings(settings: Settings) -> AsyncIterator[Settings]:
+    """Settings with this test's own fraud queues (so no backlog of other tests reaches them);
+    the queues are deleted afterwards."""
+    suffix = uuid.uuid4().hex[:8]
+    own = replace(
+        settings,
+        fraud_queue=f"{settings.fraud_queue}.{suffix}",
+        fraud_alert_queue=f"{settings.fraud_alert_queue}.{suffix}",
+    )
+    yield own
+    from wallet.messaging.topology import alert_topology, delete_topology, fraud_topology
+
+    async with await aio_pika.connect(own.rabbitmq_url, timeout=5) as connection:
+        channel = await connection.channel()
+        await delete_topology(channel, fraud_topology(own))
+        await delete_topology(channel, alert_topology(own))
+
+
+@pytest.fixture
+async def fraud_worker(fraud_settings: Settings) -> AsyncIterator[Any]:
+    from wallet.fraud.worker import FraudWorker
+
+    worker = FraudWorker(fraud_settings, name="test-fraud-worker")
+    await worker.start()
+    yield worker
+    await worker.stop()

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from wallet.config import Settings
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+from wallet.logging_setup import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the HTTP service (applies migrations first)")
     sub.add_parser("migrate", help="apply database migrations and exit")
+    sub.add_parser("verify", help="audit: replay every wallet's events and check the books")
+    sub.add_parser("worker", help="run the fraud-detection worker (consumes the event stream)")
+    sub.add_parser("relay", help="run the outbox relay alone (API instances: OUTBOX_RELAY_ENABLED=false)")
     sub.add_parser("bench", help="run the benchmark (see wallet bench --help)", add_help=False)
     if argv[:1] == ["bench"]:
         from wallet.bench import main as bench_main
@@ -30,12 +26,29 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(argv[1:])
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)  # structured JSON (structlog)
+    if args.command == "verify":
+        from wallet.audit import verify
+
+        report = asyncio.run(verify(settings.database_url))
+        for line in report.lines():
+            print(line)
+        return 0 if report.ok else 1
     if args.command == "migrate":
         from wallet.persistence.migrations import migrate
 
         applied = asyncio.run(migrate(settings.database_url))
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+        return 0
+    if args.command == "relay":
+        from wallet.messaging.outbox import run_relay
+
+        asyncio.run(run_relay(settings))
+        return 0
+    if args.command == "worker":
+        from wallet.fraud.worker import run_worker
+
+        asyncio.run(run_worker(settings))
         return 0
     if args.command == "serve":
         from wallet.server import serve

@@ -26,6 +26,22 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 3000
     rate_limit_enabled: bool = True
+    # Rate limits per client (limits' notation: "100/minute"), shared through Redis.
+    rate_limit_default: str = "100/minute"
+    rate_limit_withdraw: str = "10/minute"
+    rate_limit_strategy: str = "moving-window"
+    # Take the client from X-Forwarded-For (only behind a trusted proxy, or in tests).
+    rate_limit_trust_forwarded: bool = False
+    # Redis balance cache: written through after commit; entries expire after this many seconds.
+    balance_cache_enabled: bool = True
+    balance_cache_ttl_seconds: int = 300
+    redis_key_prefix: str = "wallet"
+    redis_timeout_seconds: float = 0.5
+    # Health: each check's timeout, and which checks make /health/ready answer 503 when down.
+    health_timeout_seconds: float = 2.0
+    health_required: tuple[str, ...] = ("database", "rabbitmq", "redis")
+    # Logs: "json" (structured, one object a line) or "console".
+    log_format: str = "json"
     log_level: str = "info"
     default_currency: str = "USD"
     # Pool sizes: the flush writer and reads share the primary pool.
@@ -46,7 +62,9 @@ class Settings:
     saga_stuck_threshold_seconds: float = 60.0
     # Event stream (docs/EVENTS.md): the topic exchange the outbox relay publishes to.
     rabbitmq_exchange: str = "wallet_events"
-    # Outbox relay: polling fallback to LISTEN/NOTIFY, rows per round, published rows kept this long.
+    # Outbox relay: off in an API instance when a separate ``wallet relay`` process publishes.
+    outbox_relay_enabled: bool = True
+    # Polling fallback to LISTEN/NOTIFY, rows per round, published rows kept this long.
     outbox_poll_seconds: float = 1.0
     outbox_batch_size: int = 500
     outbox_retention_seconds: float = 3600.0
@@ -89,6 +107,23 @@ class Settings:
             host=get("HOST", defaults.host),
             port=int(get("PORT", str(defaults.port))),
             rate_limit_enabled=_bool(get("RATE_LIMIT_ENABLED", "true")),
+            rate_limit_default=get("RATE_LIMIT_DEFAULT", defaults.rate_limit_default),
+            rate_limit_withdraw=get("RATE_LIMIT_WITHDRAW", defaults.rate_limit_withdraw),
+            rate_limit_strategy=get("RATE_LIMIT_STRATEGY", defaults.rate_limit_strategy),
+            rate_limit_trust_forwarded=_bool(get("RATE_LIMIT_TRUST_FORWARDED", "false")),
+            balance_cache_enabled=_bool(get("BALANCE_CACHE_ENABLED", "true")),
+            balance_cache_ttl_seconds=int(
+                get("BALANCE_CACHE_TTL_SECONDS", str(defaults.balance_cache_ttl_seconds))
+            ),
+            redis_key_prefix=get("REDIS_KEY_PREFIX", defaults.redis_key_prefix),
+            redis_timeout_seconds=float(get("REDIS_TIMEOUT_SECONDS", str(defaults.redis_timeout_seconds))),
+            health_timeout_seconds=float(get("HEALTH_TIMEOUT_SECONDS", str(defaults.health_timeout_seconds))),
+            health_required=tuple(
+                c.strip().lower()
+                for c in get("HEALTH_REQUIRED", ",".join(defaults.health_required)).split(",")
+                if c.strip()
+            ),
+            log_format=get("LOG_FORMAT", defaults.log_format).lower(),
             log_level=get("LOG_LEVEL", defaults.log_level).lower(),
             default_currency=get("DEFAULT_CURRENCY", defaults.default_currency).upper(),
             db_pool_min=int(get("DB_POOL_MIN", str(defaults.db_pool_min))),
@@ -110,6 +145,7 @@ class Settings:
                 get("SAGA_STUCK_THRESHOLD", str(defaults.saga_stuck_threshold_seconds))
             ),
             rabbitmq_exchange=get("RABBITMQ_EXCHANGE", defaults.rabbitmq_exchange),
+            outbox_relay_enabled=_bool(get("OUTBOX_RELAY_ENABLED", "true")),
             outbox_poll_seconds=float(get("OUTBOX_POLL_SECONDS", str(defaults.outbox_poll_seconds))),
             outbox_batch_size=int(get("OUTBOX_BATCH_SIZE", str(defaults.outbox_batch_size))),
             outbox_retention_seconds=float(

@@ -11,6 +11,8 @@ import time
 
 import aiohttp
 
+from wallet.config import Settings
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -19,13 +21,17 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    def __init__(self, database_url: str, **env: str) -> None:
+    """The service on a free port, with this test run's database, exchange and Redis prefix."""
+
+    def __init__(self, settings: Settings, **env: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = (
             os.environ
             | {
-                "DATABASE_URL": database_url,
+                "DATABASE_URL": settings.database_url,
+                "RABBITMQ_EXCHANGE": settings.rabbitmq_exchange,
+                "REDIS_KEY_PREFIX": settings.redis_key_prefix,
                 "PORT": str(self.port),
                 "HOST": "127.0.0.1",
                 "RATE_LIMIT_ENABLED": "false",

@@ -29,10 +29,10 @@ async def saga_state(db, from_wallet_id: str) -> tuple[str, str] | None:
     ],
 )
 async def test_recovery_completes_a_transfer_interrupted_by_a_crash(
-    database_url, db, fault, state_after_crash, debited_after_crash
+    settings, db, fault, state_after_crash, debited_after_crash
 ):
     source, dest = f"crash-{uuid.uuid4().hex[:10]}", f"crash-{uuid.uuid4().hex[:10]}"
-    crashing = await ServiceProcess(database_url, **{fault: "1"}).start()
+    crashing = await ServiceProcess(settings, **{fault: "1"}).start()
     try:
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{crashing.base}/v1/wallet/{source}/deposit", json={"amount": 100}) as r:
@@ -50,7 +50,7 @@ async def test_recovery_completes_a_transfer_interrupted_by_a_crash(
     assert saga is not None and saga[1] == state_after_crash
     assert await balance_cents(db, source) == (7000 if debited_after_crash else 10000)
 
-    recovering = await ServiceProcess(database_url, SAGA_STUCK_THRESHOLD="0.3").start()
+    recovering = await ServiceProcess(settings, SAGA_STUCK_THRESHOLD="0.3").start()
     try:
         deadline = time.monotonic() + 15
         while (await saga_state(db, source))[1] != "COMPLETED":

@@ -13,8 +13,8 @@ from tests.e2e.service_process import ServiceProcess
 from tests.helpers import balance_cents
 
 
-async def test_sigterm_answers_in_flight_requests_and_exits_quickly(database_url, db):
-    service = await ServiceProcess(database_url).start()
+async def test_sigterm_answers_in_flight_requests_and_exits_quickly(settings, db):
+    service = await ServiceProcess(settings).start()
     wallet_id = f"sig-{uuid.uuid4().hex[:12]}"
     try:
         connector = aiohttp.TCPConnector(limit=400)

@@ -1,6 +1,7 @@
 """The transfer coordinator: drives each transfer saga by telling wallet actors one step at a time.
 
-It never waits: it tells a wallet actor a step, and the wallet's reply comes back as a message
+It never waits (it runs on the event loop, see ``LoopActor``): it tells a wallet actor a step,
+and the wallet's reply comes back as a message
 (``StepReply``) once that step's flush has committed, so thousands of transfers are in progress at
 once while the coordinator only routes messages. It never holds two wallets: each step touches one
 wallet, so A→B and B→A together cannot deadlock.
@@ -16,6 +17,7 @@ step cannot be run now (503) the saga stays where it is, and recovery drives it 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -24,9 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import pykka
-
 from wallet.actors.directory import DirectoryClosed
+from wallet.actors.loop_actor import LoopActor
 from wallet.actors.messages import (
     Accepted,
     ActorReply,
@@ -91,11 +92,17 @@ class Faults:
         return cls(crash_after_debit=env.get("WALLET_FAULT_CRASH_AFTER_DEBIT") == "1")
 
 
-class TransferCoordinator(pykka.ThreadingActor):
-    use_daemon_thread = True
+class TransferCoordinator(LoopActor):
+    """Runs on the event loop like the wallet actors: routing a step costs no thread hand-off."""
 
-    def __init__(self, tell_wallet: Callable[[str, Any], None], faults: Faults | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        loop_thread: int,
+        tell_wallet: Callable[[str, Any], None],
+        faults: Faults | None = None,
+    ) -> None:
+        super().__init__(loop, loop_thread)
         self._tell_wallet = tell_wallet
         self._faults = faults or Faults()
         self._running: dict[str, _Run] = {}
@@ -214,7 +221,7 @@ class TransferCoordinator(pykka.ThreadingActor):
     def _finish(self, run: _Run, reply: Reply) -> None:
         self._running.pop(run.saga.id, None)
         if run.client is not None:
-            run.client.from_thread(reply)
+            run.client.on_loop(reply)
 
 
 def _now() -> datetime:

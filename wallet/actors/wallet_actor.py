@@ -7,22 +7,21 @@ flush writer and the actor moves on without waiting; while one batch is in fligh
 grows, so under load batches grow by themselves. Answers leave only after COMMIT (the writer sends
 them), rejections included, because a rejection may rest on an earlier decision not yet durable.
 
-When the database says the batch's version is stale (another instance wrote), the actor reloads
-and decides every unanswered command again. When a flush fails outright, the actor finds out
-whether it committed anyway before it answers.
+The actor runs on the event loop (``LoopActor``) and never blocks: loading its state, reloading
+after a version conflict (another instance wrote) and finding out whether a failed flush committed
+anyway all run as tasks whose results come back as a ``Reloaded`` message. Commands that arrive
+meanwhile wait, undecided, in arrival order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-import pykka
-
+from wallet.actors.loop_actor import LoopActor
 from wallet.actors.messages import (
     FLUSH,
     Accepted,
@@ -41,32 +40,30 @@ from wallet.domain.errors import DomainError, IdempotencyKeyReuseError
 from wallet.domain.events import Event
 from wallet.domain.saga import SagaTransition, expected_state, is_saga_step, transition_for
 from wallet.domain.wallet import WalletState, decide, evolve
+from wallet.ids import new_uuid
 from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.records import IdempotencyRecord, StoredEvent, WalletBatch
 from wallet.persistence.saga_store import SagaStore
+from wallet.persistence.state_loader import BatchedStateLoader
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # After this many version conflicts in a row the actor gives up on its commands (503).
 MAX_CONSECUTIVE_CONFLICTS = 50
 
 
-class ServiceUnavailable(Exception):
-    """A dependency the command needs is down; the client gets 503 and may retry."""
-
-
 @dataclass(frozen=True, slots=True)
 class WalletActorContext:
-    """What every wallet actor shares: the loop that owns the I/O objects, the stores, the writer."""
+    """What every wallet actor shares: the loop, the stores, the loader and the writer."""
 
     loop: asyncio.AbstractEventLoop
+    loop_thread: int
     events: EventStore
+    loader: BatchedStateLoader
     idempotency: IdempotencyStore
-    submit: Callable[[FlushRequest], None]  # thread-safe
     sagas: SagaStore
-    io_timeout: float = 10.0
+    submit: Callable[[FlushRequest], None]
 
 
 @dataclass(slots=True)
@@ -77,21 +74,35 @@ class _Decided:
     saga_transition: SagaTransition | None = None
 
 
-class WalletActor(pykka.ThreadingActor):
-    use_daemon_thread = True  # a safety net only: shutdown stops every actor
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """The result of a reload task, told back to the actor."""
+
+    state: WalletState | None = None
+    settled: dict[int, Reply] = field(default_factory=dict)  # id(envelope) -> reply to give
+    in_flight_committed: bool | None = None  # after a failed flush: did it commit anyway?
+    error: BaseException | None = None
+
+
+class WalletActor(LoopActor):
+    registered = False  # the directory tracks wallet actors
 
     def __init__(self, wallet_id: str, context: WalletActorContext) -> None:
-        super().__init__()
+        super().__init__(context.loop, context.loop_thread)
         self.wallet_id = wallet_id
         self._ctx = context
-        self._loaded = False
+        self._ready = False  # state loaded and no reload running
+        self._reloading = False
         self._committed: WalletState | None = None
         self._optimistic: WalletState | None = None
+        self._waiting: list[CommandEnvelope] = []  # undecided, while loading
+        self._checking: list[_Decided] = []  # a failed flush whose outcome is being checked
         self._pending: list[_Decided] = []
         self._in_flight: list[_Decided] | None = None
         self._in_flight_state: WalletState | None = None
         self._flush_told = False
         self._passivating = False
+        self._stop_requested = False
         self._conflicts_in_a_row = 0
 
     # -- pykka -------------------------------------------------------------------------------
@@ -106,25 +117,28 @@ class WalletActor(pykka.ThreadingActor):
                     self._submit_if_idle()
                 case Flushed():
                     self._on_flushed(message)
+                case Reloaded():
+                    self._on_reloaded(message)
                 case Passivate():
                     self._passivating = True
-                    self._stop_if_drained()
                 case _:
                     log.warning("wallet actor %s: unknown message %r", self.wallet_id, message)
         except Exception:
             log.exception("wallet actor %s failed; answering its waiting commands", self.wallet_id)
             self._fail_everything("internal error")
+        self._stop_if_drained()
 
     # -- commands ----------------------------------------------------------------------------
 
     def _on_command(self, envelope: CommandEnvelope) -> None:
-        if not self._loaded:
-            try:
-                self._reload()
-            except Exception as exc:
-                log.warning("wallet actor %s: load failed: %r", self.wallet_id, exc)
-                envelope.answer_from_thread(self._unavailable(envelope, "database unavailable"))
-                return
+        if not self._ready:
+            self._waiting.append(envelope)
+            if not self._reloading:
+                self._reload([])
+            return
+        self._decide(envelope)
+
+    def _decide(self, envelope: CommandEnvelope) -> None:
         command = envelope.command
         decision = decide(self.wallet_id, self._optimistic, command)
         result: WalletState | DomainError
@@ -142,7 +156,7 @@ class WalletActor(pykka.ThreadingActor):
         nothing_to_write = not stored and transition is None and envelope.idempotency is None
         if nothing_to_write and self._in_flight is None and not self._pending:
             # Nothing to make durable and nothing undecided ahead of it: answer now.
-            envelope.answer_from_thread(reply)
+            envelope.answer_on_loop(reply)
             return
         self._pending.append(_Decided(envelope, reply, stored, transition))
         self._optimistic = state
@@ -157,31 +171,26 @@ class WalletActor(pykka.ThreadingActor):
         stored = []
         for event in events:
             state = evolve(state, event)
-            stored.append(StoredEvent(uuid.uuid4(), state.version, state.balance, event))
+            stored.append(StoredEvent(new_uuid(), state.version, state.balance, event))
         return state, tuple(stored)
 
     # -- flushing ----------------------------------------------------------------------------
 
     def _submit_if_idle(self) -> None:
-        if self._in_flight is not None or not self._pending:
+        if self._in_flight is not None or not self._pending or not self._ready:
             return
         decided, self._pending = self._pending, []
-        events = tuple(e for d in decided for e in d.events)
-        keys = tuple(
-            IdempotencyRecord(
-                d.envelope.idempotency.key, d.envelope.idempotency.fingerprint, d.reply.status, d.reply.body
-            )
-            for d in decided
-            if d.envelope.idempotency is not None and d.reply.recordable
-        )
-        transitions = tuple(d.saga_transition for d in decided if d.saga_transition is not None)
         batch = WalletBatch(
             wallet_id=self.wallet_id,
             expected_version=self._committed.version if self._committed else 0,
             state=self._optimistic,
-            events=events,
-            keys=keys,
-            saga_transitions=transitions,
+            events=tuple(e for d in decided for e in d.events),
+            keys=tuple(
+                IdempotencyRecord(key.key, key.fingerprint, d.reply.status, d.reply.body)
+                for d in decided
+                if (key := d.envelope.idempotency) is not None and d.reply.recordable
+            ),
+            saga_transitions=tuple(d.saga_transition for d in decided if d.saga_transition is not None),
         )
         self._in_flight = decided
         self._in_flight_state = self._optimistic
@@ -199,76 +208,94 @@ class WalletActor(pykka.ThreadingActor):
             if self._conflicts_in_a_row > MAX_CONSECUTIVE_CONFLICTS:
                 self._answer_unavailable(decided, "too much contention on this wallet; retry")
                 decided = []
-            self._decide_again(decided)
+            self._reload([d.envelope for d in decided])
         else:
-            self._recover_from_failure(decided, message.error)
-        self._stop_if_drained()
+            log.warning("wallet actor %s: flush failed: %r", self.wallet_id, message.error)
+            self._checking = decided
+            self._reload([], check=decided)
 
-    def _decide_again(self, decided: list[_Decided]) -> None:
-        """Reload, then decide every unanswered command again, in the order they came."""
-        waiting = decided + self._pending
+    # -- reloading ---------------------------------------------------------------------------
+
+    def _reload(self, redecide: list[CommandEnvelope], check: Sequence[_Decided] = ()) -> None:
+        """Forget the optimistic state; decide ``redecide``, the pending and waiting commands
+        again, in order, once the committed state is loaded (a task; never blocks the loop)."""
+        self._ready = False
+        self._reloading = True
+        self._waiting = redecide + [d.envelope for d in self._pending] + self._waiting
         self._pending = []
+        event_ids = [e.id for d in check for e in d.events]
+        task = self._loop.create_task(self._load(list(self._waiting), event_ids, bool(check)))
+        task.add_done_callback(self._tell_reloaded)
+
+    async def _load(self, envelopes: list[CommandEnvelope], check_ids: list[Any], checking: bool) -> Reloaded:
+        committed: bool | None = None
+        if checking:
+            committed = False
+            if check_ids:
+                try:
+                    committed = await self._ctx.events.any_event_exists(check_ids)
+                except Exception:
+                    committed = None
         try:
-            self._reload()
-            replays = self._stored_replies([d.envelope for d in waiting])
+            state = await self._ctx.loader.load(self.wallet_id)
+            settled = await self._settled_elsewhere(envelopes)
         except Exception as exc:
-            log.warning("wallet actor %s: reload failed: %r", self.wallet_id, exc)
-            self._loaded = False
-            self._answer_unavailable(waiting, "database unavailable")
+            return Reloaded(in_flight_committed=committed, error=exc)
+        return Reloaded(state, settled, committed)
+
+    def _tell_reloaded(self, task: asyncio.Task[Reloaded]) -> None:
+        try:
+            message = task.result()
+        except BaseException as exc:  # cancelled at shutdown, or a bug
+            message = Reloaded(error=exc)
+        self.actor_ref.tell(message)
+
+    def _on_reloaded(self, message: Reloaded) -> None:
+        self._reloading = False
+        checking, self._checking = self._checking, []
+        if message.in_flight_committed:
+            for d in checking:
+                d.envelope.answer_on_loop(d.reply)
+        else:
+            reason = "database unavailable" if message.in_flight_committed is None else "write failed; retry"
+            self._answer_unavailable(checking, reason)
+        waiting, self._waiting = self._waiting, []
+        if message.error is not None:
+            log.warning("wallet actor %s: load failed: %r", self.wallet_id, message.error)
+            for envelope in waiting:
+                envelope.answer_on_loop(envelope.render(unavailable("database unavailable")))
             return
-        for d in waiting:
-            replay = replays.get(id(d.envelope))
-            if replay is not None:
-                d.envelope.answer_from_thread(replay)
+        self._committed = self._optimistic = message.state
+        self._ready = True
+        for envelope in waiting:
+            settled = message.settled.get(id(envelope))
+            if settled is not None:
+                envelope.answer_on_loop(settled)
             else:
-                self._on_command(d.envelope)
+                self._decide(envelope)
         self._submit_if_idle()
 
-    def _recover_from_failure(self, decided: list[_Decided], error: BaseException | None) -> None:
-        """The flush failed: did it commit anyway (a lost COMMIT reply)? Answer accordingly."""
-        log.warning("wallet actor %s: flush failed: %r", self.wallet_id, error)
-        event_ids = [e.id for d in decided for e in d.events]
-        committed: bool | None = False
-        if event_ids:
-            try:
-                committed = self._call(self._ctx.events.any_event_exists(event_ids))
-            except Exception:
-                committed = None
-        if committed:
-            for d in decided:
-                d.envelope.answer_from_thread(d.reply)
-        elif committed is None:
-            # Outcome unknown: the client may retry with the same X-Request-ID.
-            self._answer_unavailable(decided + self._pending, "database unavailable")
-            self._pending = []
-            self._loaded = False
-            return
-        else:
-            self._answer_unavailable(decided, "write failed; retry")
-        self._decide_again([])
-
-    def _stored_replies(self, envelopes: list[CommandEnvelope]) -> dict[int, Reply]:
+    async def _settled_elsewhere(self, envelopes: list[CommandEnvelope]) -> dict[int, Reply]:
         """Commands someone else settled meanwhile: a saga step already applied (by recovery or
         another instance), or an X-Request-ID another writer recorded. The reply to give each."""
         replies: dict[int, Reply] = {}
         for envelope in envelopes:
             command = envelope.command
             if is_saga_step(command):
-                current = self._call(self._ctx.sagas.state(command.saga_id))
+                current = await self._ctx.sagas.state(command.saga_id)
                 if current is not expected_state(command):
                     refusal = Refused(409, "SagaStepObsoleteError", f"saga is {current}; step not applied")
                     replies[id(envelope)] = envelope.render(refusal)
                     continue
             if envelope.idempotency is None:
                 continue
-            record = self._call(self._ctx.idempotency.find(envelope.idempotency.key))
+            record = await self._ctx.idempotency.find(envelope.idempotency.key)
             if record is None:
                 continue
             if is_saga_step(command):
                 # Another request took this key meanwhile; the saga goes on without recording it.
                 envelope.idempotency = None
-                continue
-            if record.fingerprint == envelope.idempotency.fingerprint:
+            elif record.fingerprint == envelope.idempotency.fingerprint:
                 replies[id(envelope)] = Reply(record.status, record.body, replayed=True)
             else:
                 error = IdempotencyKeyReuseError("X-Request-ID was used for a different request")
@@ -277,29 +304,27 @@ class WalletActor(pykka.ThreadingActor):
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _reload(self) -> None:
-        state = self._call(self._ctx.events.load(self.wallet_id))
-        self._committed = self._optimistic = state
-        self._loaded = True
-
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on the event loop and wait for it (never called on the loop itself)."""
-        return asyncio.run_coroutine_threadsafe(coro, self._ctx.loop).result(self._ctx.io_timeout)
-
     @staticmethod
-    def _unavailable(envelope: CommandEnvelope, why: str) -> Reply:
-        return envelope.render(unavailable(why))
-
-    def _answer_unavailable(self, decided: list[_Decided], why: str) -> None:
+    def _answer_unavailable(decided: Sequence[_Decided], why: str) -> None:
         for d in decided:
-            d.envelope.answer_from_thread(self._unavailable(d.envelope, why))
+            d.envelope.answer_on_loop(d.envelope.render(unavailable(why)))
 
     def _fail_everything(self, why: str) -> None:
-        self._answer_unavailable((self._in_flight or []) + self._pending, why)
+        self._answer_unavailable((self._in_flight or []) + self._pending + self._checking, why)
+        for envelope in self._waiting:
+            envelope.answer_on_loop(envelope.render(unavailable(why)))
         self._in_flight = None
-        self._pending = []
-        self._loaded = False
+        self._pending, self._checking, self._waiting = [], [], []
+        self._ready = False
 
     def _stop_if_drained(self) -> None:
-        if self._passivating and self._in_flight is None and not self._pending:
+        if (
+            self._passivating
+            and self._in_flight is None
+            and not self._pending
+            and not self._waiting
+            and not self._reloading
+            and not self._stop_requested
+        ):
+            self._stop_requested = True
             self.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ class FlushWriter:
         after_commit: Callable[[WalletBatch], None] | None = None,
     ) -> None:
         self._loop = loop
+        self._loop_thread = threading.get_ident()  # made on the loop it serves
         self._apply = apply
         self._concurrency = concurrency
         self._max_wallets = max_wallets
@@ -51,7 +53,10 @@ class FlushWriter:
 
     def submit(self, request: FlushRequest) -> None:
         """Queue a batch; callable from any thread."""
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, request)
+        if threading.get_ident() == self._loop_thread:
+            self._queue.put_nowait(request)
+        else:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, request)
 
     def start(self) -> None:
         self._workers = [

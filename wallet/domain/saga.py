@@ -74,7 +74,11 @@ def transition_for(step: SagaStep, decision: WalletState | DomainError) -> SagaT
         case CompensateTransfer():
             if accepted:
                 return SagaTransition(
-                    step.saga_id, SagaState.DEBITED, SagaState.COMPENSATED, error=step.error, reason=step.reason
+                    step.saga_id,
+                    SagaState.DEBITED,
+                    SagaState.COMPENSATED,
+                    error=step.error,
+                    reason=step.reason,
                 )
             return None
     raise TypeError(step)  # pragma: no cover

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from aiohttp import web
+
+from wallet.ids import correlation_id
 
 MAX_REQUEST_ID_LENGTH = 255
 
@@ -28,7 +29,7 @@ def request_context(request: web.Request) -> RequestContext:
         key_ok = not (key is not None and not 0 < len(key) <= MAX_REQUEST_ID_LENGTH)
         ctx = RequestContext(
             path=request.path,
-            request_id=key if key and key_ok else uuid.uuid4().hex,
+            request_id=key if key and key_ok else correlation_id(),
             idempotency_key=key if key_ok else None,
         )
         request[CONTEXT] = ctx

@@ -15,12 +15,12 @@ from wallet.http.context import BAD_REQUEST_ID, RequestContext, request_context
 from wallet.http.errors import ApiError, error_body, utc_timestamp, validation_error
 from wallet.http.rendering import renderer, respond
 from wallet.http.schemas import TransferRequest
-from wallet.http.validation import json_body, wallet_id_from
+from wallet.http.validation import FastLoader, json_body, wallet_id_from
 from wallet.http.wallet_routes import SERVICE
 from wallet.persistence.saga_store import SagaRecord
 from wallet.service.idempotency import fingerprint
 
-_TRANSFER = TransferRequest()
+_TRANSFER = FastLoader(TransferRequest())
 
 
 def transfer_body(saga: SagaRecord, state: SagaState) -> dict[str, Any]:

@@ -11,18 +11,28 @@ from wallet.actors.messages import Accepted, IdempotencyKey
 from wallet.domain.commands import Close, Deposit, Freeze, SetDailyLimit, Unfreeze, WalletCommand, Withdraw
 from wallet.http.context import BAD_REQUEST_ID, request_context
 from wallet.http.errors import ApiError, validation_error
+from wallet.http.openapi import operation
 from wallet.http.rendering import balance_body, history_body, renderer, respond, wallet_body
-from wallet.http.schemas import DepositRequest, LifecycleRequest, LimitsRequest, WithdrawRequest
-from wallet.http.validation import int_query, json_body, wallet_id_from
+from wallet.http.schemas import (
+    BalanceResponse,
+    DepositRequest,
+    HistoryItem,
+    HistoryQuery,
+    LifecycleRequest,
+    LimitsRequest,
+    WalletResponse,
+    WithdrawRequest,
+)
+from wallet.http.validation import FastLoader, int_query, json_body, wallet_id_from
 from wallet.service import WalletService
 from wallet.service.idempotency import fingerprint
 
 SERVICE = web.AppKey("wallet_service", WalletService)
 
-_DEPOSIT = DepositRequest()
-_WITHDRAW = WithdrawRequest()
-_LIFECYCLE = LifecycleRequest()
-_LIMITS = LimitsRequest()
+_DEPOSIT = FastLoader(DepositRequest())
+_WITHDRAW = FastLoader(WithdrawRequest())
+_LIFECYCLE = FastLoader(LifecycleRequest())
+_LIMITS = FastLoader(LimitsRequest())
 
 
 def _balance(outcome: Accepted) -> dict[str, Any]:
@@ -56,6 +66,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@operation(
+    summary="Deposit (the first deposit creates the wallet)",
+    body=DepositRequest,
+    response=BalanceResponse,
+    errors=(400, 409, 422, 429, 500, 503),
+    idempotent_key=True,
+)
 async def deposit(request: web.Request) -> web.Response:
     wallet_id_from(request)
     data = await json_body(request, _DEPOSIT)
@@ -69,30 +86,65 @@ async def deposit(request: web.Request) -> web.Response:
     return await _run(request, "deposit", command, data, _balance)
 
 
+@operation(
+    summary="Withdraw",
+    body=WithdrawRequest,
+    response=BalanceResponse,
+    errors=(400, 404, 409, 422, 429, 500, 503),
+    idempotent_key=True,
+)
 async def withdraw(request: web.Request) -> web.Response:
     wallet_id_from(request)
     data = await json_body(request, _WITHDRAW)
     return await _run(request, "withdraw", Withdraw(data["amount"], _now()), data, _balance)
 
 
+@operation(
+    summary="Freeze",
+    body=LifecycleRequest,
+    response=WalletResponse,
+    errors=(400, 404, 409, 422, 429, 500, 503),
+    idempotent_key=True,
+)
 async def freeze(request: web.Request) -> web.Response:
     wallet_id_from(request)
     data = await json_body(request, _LIFECYCLE)
     return await _run(request, "freeze", Freeze(data["reason"], _now()), data, _wallet)
 
 
+@operation(
+    summary="Unfreeze",
+    body=LifecycleRequest,
+    response=WalletResponse,
+    errors=(400, 404, 409, 422, 429, 500, 503),
+    idempotent_key=True,
+)
 async def unfreeze(request: web.Request) -> web.Response:
     wallet_id_from(request)
     data = await json_body(request, _LIFECYCLE)
     return await _run(request, "unfreeze", Unfreeze(data["reason"], _now()), data, _wallet)
 
 
+@operation(
+    summary="Close",
+    body=LifecycleRequest,
+    response=WalletResponse,
+    errors=(400, 404, 409, 422, 429, 500, 503),
+    idempotent_key=True,
+)
 async def close(request: web.Request) -> web.Response:
     wallet_id_from(request)
     data = await json_body(request, _LIFECYCLE)
     return await _run(request, "close", Close(data["reason"], _now()), data, _wallet)
 
 
+@operation(
+    summary="Set or remove the daily withdrawal limit",
+    body=LimitsRequest,
+    response=WalletResponse,
+    errors=(400, 404, 409, 422, 429, 500, 503),
+    idempotent_key=True,
+)
 async def set_limits(request: web.Request) -> web.Response:
     wallet_id_from(request)
     data = await json_body(request, _LIMITS)
@@ -100,21 +152,32 @@ async def set_limits(request: web.Request) -> web.Response:
     return await _run(request, "limits", command, data, _wallet)
 
 
+@operation(
+    summary="A wallet: balance, currency, status, version",
+    response=WalletResponse,
+    errors=(400, 404, 429, 500),
+)
 async def get_wallet(request: web.Request) -> web.Response:
     wallet_id = wallet_id_from(request)
     ctx = request_context(request)
-    view = await request.app[SERVICE].read_model.wallet(wallet_id)
-    if view is None:
+    body = await request.app[SERVICE].read_side.wallet_json(wallet_id)  # cache, replica, primary
+    if body is None:
         raise ApiError(404, "WalletNotFoundError", f"wallet {wallet_id} not found")
-    return web.json_response(wallet_body(view), headers={"X-Request-ID": ctx.request_id})
+    return web.Response(body=body, content_type="application/json", headers={"X-Request-ID": ctx.request_id})
 
 
+@operation(
+    summary="A wallet's events, oldest first",
+    query=HistoryQuery,
+    response=HistoryItem(many=True),
+    errors=(400, 404, 429, 500),
+)
 async def history(request: web.Request) -> web.Response:
     wallet_id = wallet_id_from(request)
     ctx = request_context(request)
     limit = int_query(request, "limit", 100, 1, 1000)
     offset = int_query(request, "offset", 0, 0, 2**62)
-    entries = await request.app[SERVICE].read_model.history(wallet_id, limit, offset)
+    entries = await request.app[SERVICE].read_side.history(wallet_id, limit, offset)
     if entries is None:
         raise ApiError(404, "WalletNotFoundError", f"wallet {wallet_id} not found")
     return web.json_response(history_body(entries), headers={"X-Request-ID": ctx.request_id})
@@ -122,11 +185,12 @@ async def history(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     for prefix in ("/v1", ""):
+        # The balance read first: aiohttp tries a prefix's routes in order (the hottest GET).
+        app.router.add_get(f"{prefix}/wallet/{{id}}", get_wallet)
         app.router.add_post(f"{prefix}/wallet/{{id}}/deposit", deposit)
         app.router.add_post(f"{prefix}/wallet/{{id}}/withdraw", withdraw)
         app.router.add_post(f"{prefix}/wallet/{{id}}/freeze", freeze)
         app.router.add_post(f"{prefix}/wallet/{{id}}/unfreeze", unfreeze)
         app.router.add_post(f"{prefix}/wallet/{{id}}/close", close)
         app.router.add_put(f"{prefix}/wallet/{{id}}/limits", set_limits)
-        app.router.add_get(f"{prefix}/wallet/{{id}}", get_wallet)
         app.router.add_get(f"{prefix}/wallet/{{id}}/history", history)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -19,12 +20,17 @@ from wallet.actors.wallet_actor import WalletActor, WalletActorContext
 from wallet.actors.writer import FlushWriter
 from wallet.config import Settings
 from wallet.domain.commands import WalletCommand
+from wallet.fraud.auto_freeze import AutoFreezer
+from wallet.messaging.outbox import OutboxRelay
 from wallet.persistence.db import create_pool
 from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.migrations import migrate
 from wallet.persistence.read_model import WalletReadModel
+from wallet.persistence.read_side import ReadSide, open_read_side
 from wallet.persistence.saga_store import SagaStore
+from wallet.persistence.state_loader import BatchedStateLoader
+from wallet.service.deadlines import Deadlines
 from wallet.service.idempotency import IdempotencyGate
 from wallet.service.transfers import TransferService
 
@@ -57,28 +63,37 @@ class WalletService:
         self.idempotency_store = IdempotencyStore(self.pool)
         self.read_model = WalletReadModel(self.pool)
         self.saga_store = SagaStore(self.pool)
+        # Redis (balance cache, rate limits), replica pools; reads go cache -> replica -> primary.
+        self.read_side: ReadSide = await open_read_side(s, self.name, self.pool)
         self.writer = FlushWriter(
             self.loop,
             self.event_store.apply,
             concurrency=s.writer_concurrency,
             max_wallets=s.writer_max_wallets,
+            after_commit=self.read_side.after_commit,
         )
         self.writer.start()
         context = WalletActorContext(
             loop=self.loop,
+            loop_thread=threading.get_ident(),
             events=self.event_store,
+            loader=BatchedStateLoader(self.event_store.load_many),
             idempotency=self.idempotency_store,
-            submit=self.writer.submit,
             sagas=self.saga_store,
-            io_timeout=s.command_timeout_seconds,
+            submit=self.writer.submit,
         )
         self.directory = WalletDirectory(
+            self.loop,
             lambda wallet_id: WalletActor.start(wallet_id, context),
             max_live=s.max_live_actors,
             idle_seconds=s.actor_idle_seconds,
         )
         self.gate = IdempotencyGate(self.idempotency_store, s.command_timeout_seconds)
-        self.coordinator = TransferCoordinator.start(self.directory.tell, Faults.from_env(dict(s.extra)))
+        self._deadlines: Deadlines[Reply] = Deadlines(s.command_timeout_seconds)
+        self._tasks.append(self.loop.create_task(self._deadlines.run()))
+        self.coordinator = TransferCoordinator.start(
+            self.loop, threading.get_ident(), self.directory.tell, Faults.from_env(dict(s.extra))
+        )
         self.transfers = TransferService(
             self.loop,
             self.saga_store,
@@ -92,6 +107,12 @@ class WalletService:
         self._tasks.append(self.loop.create_task(self.transfers.recover_periodically()))
         self._tasks.append(self.loop.create_task(self._passivate_periodically()))
         self._tasks.append(self.loop.create_task(self._purge_periodically()))
+        # Event stream: the outbox relay (never waits for RabbitMQ); optional fraud auto-freeze.
+        self.outbox = OutboxRelay(self.pool, s, name=self.name)
+        await self.outbox.start()
+        self.auto_freeze = AutoFreezer(self, s) if s.fraud_auto_freeze else None
+        if self.auto_freeze is not None:
+            await self.auto_freeze.start()
         self._started = True
         log.info("wallet service %s started (pid %d)", self.name, os.getpid())
 
@@ -100,12 +121,17 @@ class WalletService:
         if not self._started:
             return
         self._started = False
+        if self.auto_freeze is not None:
+            await self.auto_freeze.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         refs = [self.coordinator, *self.directory.close()]
         await self.loop.run_in_executor(None, _stop_actors, refs, self.settings.shutdown_timeout_seconds)
         await self.writer.stop()
+        await self.event_store.release_held()
+        await self.read_side.close()
+        await self.outbox.stop()
         await self.pool.close()
 
     # -- commands ----------------------------------------------------------------------------
@@ -116,10 +142,8 @@ class WalletService:
         """Run ``command`` on its wallet actor; the reply comes after COMMIT, or 503, never a hang."""
         if key is None:
             future = self._send(wallet_id, command, render, None)
-            try:
-                return await asyncio.wait_for(asyncio.shield(future), self.settings.command_timeout_seconds)
-            except TimeoutError:
-                return render(unavailable("timed out waiting for the wallet"))
+            self._deadlines.watch(future, lambda: render(unavailable("timed out waiting for the wallet")))
+            return await future
         return await self.gate.run(key, render, lambda: self._send(wallet_id, command, render, key))
 
     def _send(

@@ -1,0 +1,117 @@
+"""The bench's pure parts: the wrk/Lua result line, the command lines, CPU shares, the checks (no network)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from wallet.bench import parse_args
+from wallet.bench.runner import Check, settle
+from wallet.bench.services import CpuUse
+from wallet.bench.wrk import WrkError, parse_result, wrk_command
+
+WRK_OUTPUT = """\
+Running 13s test @ http://127.0.0.1:18081/v1/wallet/hot-1/deposit
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    14.01ms    5.12ms  80.33ms   85.17%
+  Latency Distribution
+     50%   13.88ms
+     99%   40.64ms
+  42680 requests in 13.00s, 6.13MB read
+  Socket errors: connect 0, read 2, write 1, timeout 3
+  Non-2xx or 3xx responses: 4
+Requests/sec:   3283.08
+Transfer/sec:      1.22MB
+BENCH_RESULT {"ok":42670,"not200":4,"sent":42682,"responses":42674,"active_s":10.004021,\
+"p50_ms":13.880,"p90_ms":20.125,"p99_ms":40.640,"max_ms":80.330,\
+"errors":{"connect":0,"read":2,"write":1,"status":4,"timeout":3}}
+"""
+
+
+def test_parse_result_reads_counts_latency_and_errors() -> None:
+    r = parse_result(WRK_OUTPUT)
+    assert (r.ok, r.not200, r.sent, r.responses) == (42670, 4, 42682, 42674)
+    assert r.active_s == pytest.approx(10.004021)
+    assert (r.p50_ms, r.p99_ms, r.max_ms) == (13.88, 40.64, 80.33)
+    assert (r.connect_errors, r.read_errors, r.write_errors, r.timeouts) == (0, 2, 1, 3)
+    assert r.socket_errors == 3
+    assert r.abandoned == 8  # sent but never answered
+    assert r.errors == 3 + 3 + 4 + 8
+    assert r.rps == pytest.approx(42670 / 10.004021)
+
+
+def test_parse_result_clean_run_has_no_errors() -> None:
+    line = (
+        'BENCH_RESULT {"ok":10,"not200":0,"sent":10,"responses":10,"active_s":2.0,"p50_ms":1.0,'
+        '"p90_ms":1.5,"p99_ms":2.0,"max_ms":3.0,"errors":{"connect":0,"read":0,"write":0,"status":0,"timeout":0}}'
+    )
+    r = parse_result("noise\n" + line + "\n")
+    assert r.errors == 0 and r.abandoned == 0
+    assert r.rps == 5.0
+
+
+def test_parse_result_without_any_response() -> None:
+    line = (
+        'BENCH_RESULT {"ok":0,"not200":0,"sent":0,"responses":0,"active_s":0.0,"p50_ms":0,'
+        '"p90_ms":0,"p99_ms":0,"max_ms":0,"errors":{"connect":64,"read":0,"write":0,"status":0,"timeout":0}}'
+    )
+    r = parse_result(line)
+    assert r.rps == 0.0
+    assert r.errors == 64
+
+
+def test_parse_result_without_result_line() -> None:
+    with pytest.raises(WrkError):
+        parse_result("Running 1s test @ http://x/\nunable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_wrk_command_gives_the_drain_margin_and_the_script_options() -> None:
+    cmd = wrk_command(
+        "http://h/",
+        "fixed.lua",
+        {"method": "POST", "body": '{"amount": 1}'},
+        active_s=10,
+        connections=64,
+        threads=1,
+    )
+    assert "--duration=13s" in cmd and "--latency" in cmd
+    assert cmd[cmd.index("--") + 1 :] == ["active=10", "method=POST", 'body={"amount": 1}']
+
+
+def test_parse_args_defaults_and_service_env() -> None:
+    opts = parse_args(["--workloads", "ceiling,transfers,ceiling", "--service-env", "A=b=c"])
+    assert opts.workloads == ("ceiling", "transfers")
+    assert opts.service_env == {"A": "b=c"}
+    assert (opts.duration, opts.connections, opts.wallets) == (10.0, 64, 10_000)
+
+
+def test_parse_args_rejects_unknown_workload() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--workloads", "hot,nope"])
+
+
+def test_cpu_use_shares_and_other_load() -> None:
+    use = CpuUse(wall=10.0, server=9.0, wrk=3.0, postgres=1.0, machine=15.0)
+    assert use.share(use.server) == pytest.approx(0.9)
+    assert use.other == pytest.approx(2.0)
+    assert CpuUse(wall=0.0, server=0, wrk=0, postgres=0, machine=0).share(1.0) == 0.0
+
+
+async def test_settle_passes_once_the_read_catches_up_and_reports_a_mismatch() -> None:
+    reads = iter([Decimal("1.00"), Decimal("1.01")])
+
+    async def lagging() -> Decimal:
+        return next(reads)
+
+    assert await settle(lagging, Decimal("1.01"), "balance", pause_s=0) == Check(
+        True, "ok (after 1 re-reads)"
+    )
+
+    async def short() -> Decimal:
+        return Decimal("0.99")
+
+    check = await settle(short, Decimal("1.01"), "balance", pause_s=0)
+    assert not check.ok
+    assert check.text == "MISMATCH balance 0.99 != expected 1.01 (diff -0.02)"

@@ -1,0 +1,82 @@
+"""Benchmark of the wallet service against a bare aiohttp ceiling, with wrk.
+
+``python -m wallet.bench --help`` (or ``wallet bench``). Exit code 0 when every workload ran without
+an error and passed its exactness check, 1 when one did not, 2 when the bench could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+
+import aiohttp
+import asyncpg
+
+from wallet.bench.report import markdown, text_table
+from wallet.bench.runner import WORKLOADS, BenchError, Options, run
+from wallet.bench.services import StartError
+from wallet.bench.wrk import WrkError
+
+DEFAULTS = Options()
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="wallet bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=DEFAULTS.duration, help="seconds per workload")
+    parser.add_argument("--connections", type=int, default=DEFAULTS.connections)
+    parser.add_argument("--threads", type=int, default=DEFAULTS.threads, help="wrk threads")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(DEFAULTS.workloads),
+        help=f"comma-separated, from {','.join(WORKLOADS)} (ceiling runs both the POST and the GET ceiling)",
+    )
+    parser.add_argument(
+        "--wallets", type=int, default=DEFAULTS.wallets, help="wallets of the spread/reads workloads"
+    )
+    parser.add_argument(
+        "--database-url", default=DEFAULTS.database_url, help="admin URL; a fresh database is made"
+    )
+    parser.add_argument(
+        "--port-base", type=int, default=DEFAULTS.port_base, help="ceiling port; service on +1"
+    )
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for README.md)")
+    parser.add_argument(
+        "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra service environment"
+    )
+    args = parser.parse_args(argv)
+
+    workloads = tuple(w.strip() for w in args.workloads.split(",") if w.strip())
+    unknown = sorted(set(workloads) - set(WORKLOADS))
+    if unknown or not workloads:
+        parser.error(f"unknown workloads {unknown}; choose from {','.join(WORKLOADS)}")
+    if any("=" not in kv for kv in args.service_env):
+        parser.error("--service-env takes KEY=VALUE")
+    if args.duration <= 0 or args.wallets < 1 or args.connections < args.threads or args.threads < 1:
+        parser.error("need duration > 0, wallets >= 1, connections >= threads >= 1")
+    return Options(
+        duration=args.duration,
+        connections=args.connections,
+        threads=args.threads,
+        workloads=tuple(dict.fromkeys(workloads)),
+        wallets=args.wallets,
+        database_url=args.database_url,
+        port_base=args.port_base,
+        markdown=args.markdown,
+        service_env=dict(kv.split("=", 1) for kv in args.service_env),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    try:
+        rows = asyncio.run(run(opts))
+    except (BenchError, StartError, WrkError, OSError, aiohttp.ClientError, asyncpg.PostgresError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    print(markdown(rows, opts) if opts.markdown else text_table(rows))
+    return 1 if any(row.failed for row in rows) else 0

@@ -1,0 +1,3 @@
+from wallet.bench import main
+
+raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""The ceiling: a bare aiohttp app doing the least a wallet handler must (read and parse a JSON body
+exactly, answer JSON). Run alone in its own process: ``python -m wallet.bench.ceiling --port N``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from decimal import Decimal
+
+from aiohttp import web
+
+
+async def deposit(request: web.Request) -> web.Response:
+    payload = json.loads(await request.read(), parse_float=Decimal)
+    if not isinstance(payload, dict) or "amount" not in payload:
+        raise web.HTTPBadRequest()
+    return web.json_response({"walletId": request.match_info["wallet_id"], "balance": 1})
+
+
+async def get_wallet(request: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "walletId": request.match_info["wallet_id"],
+            "balance": 1,
+            "currency": "USD",
+            "status": "ACTIVE",
+            "version": 1,
+        }
+    )
+
+
+def make_app() -> web.Application:
+    app = web.Application()
+    app.router.add_post("/wallet/{wallet_id}/deposit", deposit)
+    app.router.add_get("/wallet/{wallet_id}", get_wallet)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m wallet.bench.ceiling")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    web.run_app(make_app(), host=args.host, port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The result table: plain text for the terminal, Markdown for README.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+from wallet.bench.runner import WARMUP_S, Options, Row
+
+# Another load using more than this share of a core during a run makes its figures doubtful.
+BUSY_OTHER_SHARE = 0.15
+
+HEADER = (
+    "workload",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "ratio",
+    "wrk CPU",
+    "server CPU",
+    "PG CPU",
+    "other CPU",
+    "check",
+)
+
+
+def cells(row: Row) -> tuple[str, ...]:
+    r, cpu = row.run, row.cpu
+    return (
+        row.name,
+        f"{r.rps:,.0f}",
+        f"{r.p50_ms:.2f}",
+        f"{r.p99_ms:.2f}",
+        str(row.errors),
+        "-" if row.ratio is None else f"{row.ratio:.2f}",
+        f"{cpu.share(cpu.wrk):.0%}",
+        f"{cpu.share(cpu.server):.0%}",
+        f"{cpu.share(cpu.postgres):.0%}",
+        f"{cpu.share(cpu.other):.0%}",
+        "-" if row.check is None else row.check.text,
+    )
+
+
+def run_notes(rows: list[Row]) -> list[str]:
+    """The errors of each run, and the runs that another load disturbed."""
+    notes = []
+    for row in rows:
+        other = row.cpu.share(row.cpu.other)
+        if other > BUSY_OTHER_SHARE:
+            notes.append(f"{row.name}: other processes used {other:.0%} of a core during the run")
+        for phase, run in (("warm-up", row.warmup), ("run", row.run)):
+            if run.errors:
+                notes.append(
+                    f"{row.name} {phase}: non-200 {run.not200}, connect {run.connect_errors}, "
+                    f"read {run.read_errors}, write {run.write_errors}, timeouts {run.timeouts}, "
+                    f"abandoned {run.abandoned}"
+                )
+    return notes
+
+
+def text_table(rows: list[Row]) -> str:
+    table = [HEADER, *map(cells, rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(HEADER))]
+
+    def fmt(line: tuple[str, ...]) -> str:
+        name, *figures, check = line
+        padded = [name.ljust(widths[0])] + [f.rjust(w) for f, w in zip(figures, widths[1:-1], strict=True)]
+        return "  ".join([*padded, check])
+
+    return "\n".join([fmt(line) for line in table] + run_notes(rows))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def markdown(rows: list[Row], opts: Options) -> str:
+    lines = [
+        f"Bench of {time.strftime('%Y-%m-%d %H:%M %Z')}: {os.cpu_count()} cores ({cpu_model()}), "
+        f"Python {platform.python_version()}; wrk {opts.threads} thread(s), "
+        f"{opts.connections} connections, {opts.duration:g} s per workload after a {WARMUP_S:g} s "
+        f"warm-up; spread and reads over {opts.wallets} wallets. Ratios are to the bare aiohttp "
+        "ceiling (POST or GET); CPU is the share of one core over the measured window.",
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "|".join([" --- "] + [" ---: "] * (len(HEADER) - 2) + [" --- "]) + "|",
+        *("| " + " | ".join(cells(row)) + " |" for row in rows),
+    ]
+    notes = run_notes(rows)
+    return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))

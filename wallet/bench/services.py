@@ -1,0 +1,197 @@
+"""The processes under test (ceiling, service), the bench database, and CPU accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class StartError(RuntimeError):
+    """A server did not come up."""
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, wait (SIGKILL if it will not stop); show the log if it ended badly, else delete it."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                print(f"bench: {self.name} ignored SIGTERM for {timeout:.0f}s; killing it", file=sys.stderr)
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        if code in (0, -signal.SIGTERM):
+            self.log_path.unlink(missing_ok=True)
+        else:
+            print(
+                f"bench: {self.name} exited with {code}; its log ({self.log_path}) ends:\n{self.log_tail()}",
+                file=sys.stderr,
+            )
+        return code
+
+
+def spawn(name: str, args: list[str], port: int, env: Mapping[str, str] | None = None) -> Server:
+    """Start ``python <args>`` from the repository root, its output going to a log file."""
+    fd, log = tempfile.mkstemp(prefix=f"wallet-bench-{name}-", suffix=".log")
+    with os.fdopen(fd, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=REPO_ROOT,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return Server(name, proc, f"http://127.0.0.1:{port}", Path(log))
+
+
+async def wait_ready(server: Server, probes: list[str], within_s: float = 60.0) -> None:
+    """Wait until the first probe path answers 200, or, if it answers 404, until the next
+    probe answers anything at all."""
+    deadline = time.monotonic() + within_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            if server.proc.poll() is not None:
+                raise StartError(f"{server.name} exited with {server.proc.returncode} while starting")
+            if await _probe(session, server.base_url, probes):
+                return
+            await asyncio.sleep(0.2)
+    raise StartError(f"{server.name} not ready after {within_s:.0f}s:\n{server.log_tail()}")
+
+
+async def _probe(session: aiohttp.ClientSession, base_url: str, probes: list[str]) -> bool:
+    for i, path in enumerate(probes):
+        try:
+            async with session.get(base_url + path) as resp:
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+        if status == 200 or i > 0:
+            return True
+        if status != 404:
+            return False
+    return False
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far; 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)"; utime, stime are fields 14, 15
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def postgres_cpu_by_pid() -> dict[int, float]:
+    """CPU time of each local PostgreSQL process (none if the server is elsewhere)."""
+    cpu = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                comm = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == "postgres":
+                cpu[int(entry.name)] = proc_cpu_seconds(int(entry.name))
+    return cpu
+
+
+def machine_busy_seconds() -> float:
+    """CPU time spent by every process on every core (user, nice, system, irq, softirq)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds used over a wall-clock time by the server under test, wrk, PostgreSQL and the
+    whole machine."""
+
+    wall: float
+    server: float
+    wrk: float
+    postgres: float
+    machine: float
+
+    @property
+    def other(self) -> float:
+        """Everything but the server, wrk and PostgreSQL: another load disturbing the run."""
+        return max(self.machine - self.server - self.wrk - self.postgres, 0.0)
+
+    def share(self, cpu_s: float) -> float:
+        """CPU seconds as a share of one core over the wall-clock time."""
+        return cpu_s / self.wall if self.wall > 0 else 0.0
+
+
+class CpuMeter:
+    """Measures CpuUse from its creation to stop()."""
+
+    def __init__(self, server_pid: int, wrk_pid: int) -> None:
+        self.server_pid, self.wrk_pid = server_pid, wrk_pid
+        self.wall = time.monotonic()
+        self.server, self.wrk = proc_cpu_seconds(server_pid), proc_cpu_seconds(wrk_pid)
+        self.postgres = postgres_cpu_by_pid()
+        self.machine = machine_busy_seconds()
+
+    def stop(self) -> CpuUse:
+        postgres = postgres_cpu_by_pid()  # a backend that ended meanwhile is lost, never negative
+        return CpuUse(
+            wall=time.monotonic() - self.wall,
+            server=proc_cpu_seconds(self.server_pid) - self.server,
+            wrk=proc_cpu_seconds(self.wrk_pid) - self.wrk,
+            postgres=sum(cpu - self.postgres.get(pid, 0.0) for pid, cpu in postgres.items()),
+            machine=machine_busy_seconds() - self.machine,
+        )
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def create_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

@@ -1,0 +1,26 @@
+"""Cheap unique ids. ``uuid.uuid4()`` reads the OS entropy source on every call, which showed up as
+11% of the hot path's CPU in a py-spy profile; these draw from a PRNG seeded once from it."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import uuid
+
+_random = random.Random(os.urandom(32))
+_VERSION_4 = 0x4000 << 64  # version nibble 4
+_VARIANT = 0x8000 << 48  # RFC 4122 variant
+_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_prefix = f"{_random.getrandbits(48):012x}"
+_counter = itertools.count(1)
+
+
+def new_uuid() -> uuid.UUID:
+    """A random (version 4) UUID: 122 random bits, unique for all practical purposes."""
+    return uuid.UUID(int=(_random.getrandbits(128) & _CLEAR) | _VERSION_4 | _VARIANT)
+
+
+def correlation_id() -> str:
+    """A request id for requests that bring none: a per-process random prefix and a counter."""
+    return f"{_prefix}-{next(_counter):x}"

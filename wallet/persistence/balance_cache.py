@@ -1,0 +1,344 @@
+"""The Redis balance cache: a wallet's view, written through after commit, guarded by version.
+
+Each entry is ``<version>|<JSON view>`` under ``<prefix>:balance:<wallet id>``; the JSON is exactly
+the body of ``GET /v1/wallet/{id}``, so a hit is answered without parsing or rendering anything.
+One Lua script writes entries only when their version is newer than the stored one, so an older
+write (a slow instance, a lagging replica read) never overwrites a newer one.
+
+Cheap on the hot path:
+- Writes: the flush writer's ``after_commit`` hook only records the committed state; one task
+  writes every state recorded meanwhile with ONE script call (group write, like group commit).
+- Until that write lands, reads of those wallets are answered from the recorded states, so a
+  read after a write on this instance sees it even though the reply went out before the write.
+- Reads: concurrent lookups are gathered into one ``MGET`` (at most two in flight).
+- Redis down: a circuit breaker skips Redis for a growing pause (reads go to PostgreSQL, writes
+  are dropped and their keys deleted once Redis answers again, before reads use Redis again;
+  too many to remember: every cached view is deleted). Nothing ever fails a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from wallet.domain.money import to_json_number
+from wallet.persistence.records import WalletBatch
+
+log = logging.getLogger(__name__)
+
+# KEYS: the wallets' keys. ARGV[1]: ttl in seconds; then, per key, its version and its value.
+# Returns how many entries were written (the others already held that version or a newer one).
+PUT_IF_NEWER = """
+local ttl = tonumber(ARGV[1])
+local written = 0
+for i, key in ipairs(KEYS) do
+  local version = tonumber(ARGV[2 * i])
+  local current = redis.call('GET', key)
+  local stored = current and tonumber(string.match(current, '^(%d+)|'))
+  if not stored or stored < version then
+    redis.call('SET', key, ARGV[2 * i + 1], 'EX', ttl)
+    written = written + 1
+  end
+end
+return written
+"""
+
+MAX_READS_IN_FLIGHT = 2
+MAX_DIRTY = 100_000
+BACKOFF_INITIAL_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 5.0
+
+
+class WalletLike(Protocol):
+    """A wallet's current view: ``WalletState`` (after a commit) or ``WalletView`` (a DB read)."""
+
+    @property
+    def wallet_id(self) -> str: ...
+    @property
+    def balance(self) -> int: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def status(self) -> Any: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def daily_limit(self) -> int | None: ...
+
+
+def view_json(state: WalletLike) -> bytes:
+    """The wallet as the JSON body of ``GET /v1/wallet/{id}`` (compact, exact amounts)."""
+    limit = state.daily_limit
+    return json.dumps(
+        {
+            "walletId": state.wallet_id,
+            "balance": to_json_number(state.balance),
+            "currency": state.currency,
+            "status": str(state.status),
+            "version": state.version,
+            "dailyWithdrawalLimit": None if limit is None else to_json_number(limit),
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def create_redis(url: str, *, timeout_seconds: float, max_connections: int = 64) -> Redis:
+    """A client that fails fast: short socket timeouts, no retries (the breaker decides)."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout_seconds,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return Redis.from_pool(pool)
+
+
+class Breaker:
+    """Skip a failing dependency for a pause that doubles while it keeps failing."""
+
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self._clock = clock
+        self.open_until = 0.0
+        self._pause = BACKOFF_INITIAL_SECONDS
+        self.failures = 0
+
+    def closed(self) -> bool:
+        return self.open_until <= self._clock()
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        if self.closed():
+            log.warning("%s unavailable, skipping it for %.1fs: %r", self.name, self._pause, exc)
+        self.open_until = self._clock() + self._pause
+        self._pause = min(self._pause * 2, BACKOFF_MAX_SECONDS)
+
+    def succeeded(self) -> None:
+        self._pause = BACKOFF_INITIAL_SECONDS
+
+
+class BalanceCache:
+    def __init__(
+        self,
+        redis: Redis,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        prefix: str,
+        ttl_seconds: int,
+    ) -> None:
+        self._redis = redis
+        self._loop = loop
+        self._prefix = f"{prefix}:balance:"
+        self._ttl = ttl_seconds
+        self._put = redis.register_script(PUT_IF_NEWER)
+        self.breaker = Breaker("redis balance cache")
+        # Committed here, not yet in Redis: served to reads until the write lands.
+        self._pending: dict[str, WalletLike] = {}
+        # Read from the database on a miss, to be cached (guarded like any write).
+        self._fills: dict[str, WalletLike] = {}
+        # Written while Redis was down: deleted once it answers again.
+        self._dirty: set[str] = set()
+        self._purge_all = False
+        self._writing: asyncio.Task[None] | None = None
+        self._read_waiters: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._reads_in_flight = 0
+        self._closed = False
+        self._closing = False
+        self.hits = 0
+        self.misses = 0
+        self.read_batches = 0  # MGETs sent: lookups / this = keys per round trip
+
+    def key(self, wallet_id: str) -> str:
+        return self._prefix + wallet_id
+
+    @property
+    def idle(self) -> bool:
+        """Nothing recorded is waiting to be written."""
+        return self._writing is None and not (self._pending or self._fills)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def after_commit(self, batch: WalletBatch) -> None:
+        """The flush writer's hook, on the loop, after ``batch`` committed: record, write later."""
+        state = batch.state
+        if state is None:
+            return
+        current = self._pending.get(state.wallet_id)
+        if current is None or current.version < state.version:
+            self._pending[state.wallet_id] = state
+        self._schedule_write()
+
+    def fill(self, view: WalletLike) -> None:
+        """Cache a view read from the database (only lands if no newer version is cached)."""
+        if self._closed or self._dirty or not self.breaker.closed():
+            return
+        current = self._fills.get(view.wallet_id)
+        if current is None or current.version < view.version:
+            self._fills[view.wallet_id] = view
+        self._schedule_write()
+
+    def _schedule_write(self) -> None:
+        if self._writing is None and not self._closed:
+            self._writing = self._loop.create_task(self._write_all())
+
+    def _has_work(self) -> bool:
+        return bool(self._pending or self._fills or self._dirty or self._purge_all)
+
+    async def _write_all(self) -> None:
+        try:
+            while self._has_work() and not self._closed:
+                if not self.breaker.closed():
+                    if self._closing:
+                        break  # Redis is out and we are stopping: the TTL will do
+                    # Redis is out: what it holds for these wallets is stale; delete it later.
+                    self._drop_pending()
+                    await asyncio.sleep(max(0.0, self.breaker.open_until - time.monotonic()))
+                    continue
+                await self._write_once()
+        finally:
+            self._writing = None
+
+    async def _write_once(self) -> None:
+        states = list(self._pending.values())
+        fills = [v for k, v in self._fills.items() if k not in self._pending]
+        self._fills.clear()
+        dirty = list(self._dirty)
+        self._dirty.clear()
+        purge_all, self._purge_all = self._purge_all, False
+        keys: list[str] = []
+        args: list[Any] = [self._ttl]
+        for state in (*states, *fills):
+            keys.append(self._prefix + state.wallet_id)
+            args.append(state.version)
+            args.append(str(state.version).encode() + b"|" + view_json(state))
+        try:
+            if purge_all:
+                await self._delete_everything()
+            if dirty:
+                await self._redis.delete(*(self._prefix + w for w in dirty))
+            if keys:
+                await self._put(keys=keys, args=args)
+        except Exception as exc:
+            self.breaker.failed(exc)
+            self._purge_all = self._purge_all or purge_all
+            self._mark_dirty(dirty)
+            self._mark_dirty(s.wallet_id for s in states)
+            self._forget(states)
+            return
+        self.breaker.succeeded()
+        self._forget(states)
+
+    async def _delete_everything(self) -> None:
+        """Too many wallets changed while Redis was out to remember: drop every cached view."""
+        chunk: list[Any] = []
+        async for key in self._redis.scan_iter(match=self._prefix + "*", count=1000):
+            chunk.append(key)
+            if len(chunk) >= 1000:
+                await self._redis.delete(*chunk)
+                chunk = []
+        if chunk:
+            await self._redis.delete(*chunk)
+
+    def _forget(self, states: Iterable[WalletLike]) -> None:
+        pending = self._pending
+        for state in states:
+            if pending.get(state.wallet_id) is state:
+                del pending[state.wallet_id]
+
+    def _drop_pending(self) -> None:
+        self._mark_dirty(self._pending)
+        self._pending.clear()
+        self._fills.clear()
+
+    def _mark_dirty(self, wallet_ids: Iterable[str]) -> None:
+        dirty = self._dirty
+        for wallet_id in wallet_ids:
+            if len(dirty) >= MAX_DIRTY:
+                self._purge_all = True
+                dirty.clear()
+                return
+            dirty.add(wallet_id)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def fresh(self, wallet_id: str) -> bytes | None:
+        """The view of a wallet committed here whose cache write has not landed yet."""
+        if not self._pending:
+            return None
+        state = self._pending.get(wallet_id)
+        if state is None:
+            return None
+        self.hits += 1
+        return view_json(state)
+
+    async def get(self, wallet_id: str) -> bytes | None:
+        """The cached view's JSON, or None (a miss, or Redis unavailable)."""
+        if self._dirty or self._purge_all or self._closed or not self.breaker.closed():
+            self.misses += 1  # Redis out, or it may hold views older than the database
+            return None
+        future: asyncio.Future[bytes | None] = self._loop.create_future()
+        waiters = self._read_waiters.get(wallet_id)
+        if waiters is None:
+            self._read_waiters[wallet_id] = [future]
+        else:
+            waiters.append(future)
+        if self._reads_in_flight < MAX_READS_IN_FLIGHT and len(self._read_waiters) == 1 and waiters is None:
+            self._reads_in_flight += 1
+            self._loop.create_task(self._read_batch())
+        return await future
+
+    async def _read_batch(self) -> None:
+        """Answer every lookup queued so far with one MGET; go on while more are queued."""
+        try:
+            while self._read_waiters:
+                batch = self._read_waiters
+                self._read_waiters = {}
+                wallet_ids = list(batch)
+                self.read_batches += 1
+                try:
+                    values = await self._redis.mget([self._prefix + w for w in wallet_ids])
+                except Exception as exc:
+                    self.breaker.failed(exc)
+                    values = [None] * len(wallet_ids)
+                for wallet_id, value in zip(wallet_ids, values, strict=True):
+                    body: bytes | None = None
+                    if isinstance(value, bytes):
+                        body = value[value.index(b"|") + 1 :]
+                        self.hits += 1
+                    else:
+                        self.misses += 1
+                    for future in batch[wallet_id]:
+                        if not future.done():
+                            future.set_result(body)
+        finally:
+            self._reads_in_flight -= 1
+
+    # -- life --------------------------------------------------------------------------------
+
+    async def close(self, grace_seconds: float = 2.0) -> None:
+        """Write what is recorded (briefly, unless Redis is out), then stop taking work."""
+        self._closing = True
+        task = self._writing
+        if task is not None:
+            if not self.breaker.closed():
+                task.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), grace_seconds)
+            except BaseException:
+                task.cancel()
+        self._closed = True
+        for waiters in self._read_waiters.values():
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
+        self._read_waiters.clear()
