@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -16,23 +17,26 @@ class RequestContext:
     path: str
     request_id: str
     idempotency_key: str | None  # the client's X-Request-ID, if it sent one
+    bad_request_id: bool = False  # an X-Request-ID was sent but is not 1-255 characters
 
 
-CONTEXT = web.RequestKey("wallet_context", RequestContext)
-BAD_REQUEST_ID = web.RequestKey("wallet_bad_request_id", bool)
+# aiohttp runs each request in its own task, so a context variable holds one request's context.
+# (``request.get(...)`` goes through ``Mapping.get`` and a KeyError: 7% of a deposit's CPU.)
+_current: ContextVar[tuple[web.Request, RequestContext] | None] = ContextVar("wallet_request", default=None)
 
 
 def request_context(request: web.Request) -> RequestContext:
-    ctx = request.get(CONTEXT)
-    if ctx is None:
-        key = request.headers.get("X-Request-ID")
-        key_ok = not (key is not None and not 0 < len(key) <= MAX_REQUEST_ID_LENGTH)
-        ctx = RequestContext(
-            path=request.path,
-            request_id=key if key and key_ok else correlation_id(),
-            idempotency_key=key if key_ok else None,
-        )
-        request[CONTEXT] = ctx
-        if not key_ok:
-            request[BAD_REQUEST_ID] = True
+    """This request's context, made on first use (the same request id for the reply and the logs)."""
+    current = _current.get()
+    if current is not None and current[0] is request:
+        return current[1]
+    key = request.headers.get("X-Request-ID")
+    key_ok = key is None or 0 < len(key) <= MAX_REQUEST_ID_LENGTH
+    ctx = RequestContext(
+        path=request.path,
+        request_id=key if key and key_ok else correlation_id(),
+        idempotency_key=key if key_ok else None,
+        bad_request_id=not key_ok,
+    )
+    _current.set((request, ctx))
     return ctx

@@ -11,7 +11,7 @@ from wallet.actors.messages import Accepted, IdempotencyKey, Refused, Reply
 from wallet.actors.transfer_coordinator import RenderTransfer, TransferResult
 from wallet.domain.money import to_json_number
 from wallet.domain.saga import SagaState
-from wallet.http.context import BAD_REQUEST_ID, RequestContext, request_context
+from wallet.http.context import RequestContext, request_context
 from wallet.http.errors import ApiError, error_body, utc_timestamp, validation_error
 from wallet.http.rendering import renderer, respond
 from wallet.http.schemas import TransferRequest
@@ -68,7 +68,7 @@ def _not_expected(outcome: Accepted) -> Any:  # transfers never render an Accept
 async def transfer(request: web.Request) -> web.Response:
     from_wallet_id = wallet_id_from(request)
     ctx = request_context(request)
-    if request.get(BAD_REQUEST_ID):
+    if ctx.bad_request_id:
         raise validation_error("X-Request-ID must be 1-255 characters")
     data = await json_body(request, _TRANSFER)
     to_wallet_id = data["toWalletId"]

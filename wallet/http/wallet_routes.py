@@ -9,7 +9,7 @@ from aiohttp import web
 
 from wallet.actors.messages import Accepted, IdempotencyKey
 from wallet.domain.commands import Close, Deposit, Freeze, SetDailyLimit, Unfreeze, WalletCommand, Withdraw
-from wallet.http.context import BAD_REQUEST_ID, request_context
+from wallet.http.context import request_context
 from wallet.http.errors import ApiError, validation_error
 from wallet.http.openapi import operation
 from wallet.http.rendering import balance_body, history_body, renderer, respond, wallet_body
@@ -51,7 +51,7 @@ async def _run(
     success: Any,
 ) -> web.Response:
     ctx = request_context(request)
-    if request.get(BAD_REQUEST_ID):
+    if ctx.bad_request_id:
         raise validation_error("X-Request-ID must be 1-255 characters")
     wallet_id = request.match_info["id"]
     key = None
