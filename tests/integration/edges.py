@@ -69,9 +69,11 @@ async def silent_server() -> AsyncIterator[int]:
 class RedisProcess:
     """A private redis-server on a free port: stop it, or freeze it (SIGSTOP) keeping its data."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.args = args
+        self.password = args[args.index("--requirepass") + 1] if "--requirepass" in args else None
         self.process: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> RedisProcess:
@@ -79,11 +81,22 @@ class RedisProcess:
         if binary is None:
             pytest.skip("redis-server is not installed")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                *self.args,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = Redis.from_url(self.url)
+        client = Redis(host="127.0.0.1", port=self.port, password=self.password)
         try:
             deadline = time.monotonic() + 10
             while True:
@@ -113,8 +126,8 @@ class RedisProcess:
 
 
 @asynccontextmanager
-async def redis_process() -> AsyncIterator[RedisProcess]:
-    process = RedisProcess()
+async def redis_process(*args: str) -> AsyncIterator[RedisProcess]:
+    process = RedisProcess(*args)
     try:
         yield await process.start()
     finally:

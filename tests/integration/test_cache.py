@@ -7,14 +7,19 @@ import asyncio
 import json
 import random
 import time
+import uuid
 from dataclasses import replace
 
+import pytest
 from redis.asyncio import Redis
 
 from tests.helpers import post
-from tests.integration.edges import closed_port_url, eventually, redis_process, serving
+from tests.integration.edges import closed_port_url, eventually, redis_process, serving, silent_server
+from wallet.domain.wallet import WalletState
 from wallet.persistence.balance_cache import PUT_IF_NEWER, BalanceCache, create_redis, view_json
 from wallet.persistence.read_model import WalletView
+from wallet.persistence.records import WalletBatch
+from wallet.persistence.redis_mget import MgetConnection, RedisReplyError
 
 
 async def _cached(redis: Redis, key: str) -> bytes | None:
@@ -213,3 +218,58 @@ def test_cached_view_is_the_get_body():
         "version": 7,
         "dailyWithdrawalLimit": 50,
     }
+
+
+async def test_the_lean_mget_connection_authenticates_selects_and_recovers():
+    async with redis_process("--requirepass", "s3cret") as private:
+        url = f"redis://:s3cret@127.0.0.1:{private.port}/3"
+        writer = Redis.from_url(url)
+        reader = MgetConnection(url, timeout_seconds=0.5)
+        try:
+            await writer.set("k1", b"1|one")
+            assert await reader.mget(["k1", "k2"]) == [b"1|one", None]
+            # Pipelined: many calls in flight on one connection, each gets its own reply.
+            replies = await asyncio.gather(*(reader.mget([f"k{n % 3}"]) for n in range(50)))
+            assert replies[1] == [b"1|one"] and replies[0] == [None]
+            # The server drops the connection: the next call connects again.
+            await writer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            await asyncio.sleep(0.1)
+            assert await reader.mget(["k1"]) == [b"1|one"]
+            wrong = MgetConnection(f"redis://:nope@127.0.0.1:{private.port}/3", timeout_seconds=0.5)
+            with pytest.raises(RedisReplyError):
+                await wrong.mget(["k1"])
+            await wrong.close()
+        finally:
+            await reader.close()
+            await writer.aclose()
+
+
+async def test_the_lean_mget_connection_times_out_on_a_hung_server():
+    async with silent_server() as port:
+        reader = MgetConnection(f"redis://127.0.0.1:{port}/0", timeout_seconds=0.2)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await reader.mget(["k"])
+        assert time.monotonic() - started < 1
+        await reader.close()
+
+
+async def test_a_backlog_of_commits_is_written_in_rounds(settings):
+    redis = create_redis(settings.redis_url, timeout_seconds=2)
+    cache = BalanceCache(
+        redis, asyncio.get_running_loop(), prefix=f"{settings.redis_key_prefix}:rounds", ttl_seconds=60
+    )
+    ids = [f"r-{uuid.uuid4().hex[:10]}" for _ in range(1200)]
+    try:
+        for n, wallet_id in enumerate(ids):
+            for version in (1, 2):  # the later commit of a wallet wins locally already
+                state = WalletState(wallet_id, "USD", balance=n * 100 + version, version=version)
+                cache.after_commit(WalletBatch(wallet_id, version - 1, state, (), ()))
+        await eventually(lambda: _true(cache.idle), timeout=10)
+        values = await redis.mget([cache.key(w) for w in ids])
+        assert all(v is not None and v.startswith(b"2|") for v in values)
+        assert json.loads(values[-1].partition(b"|")[2])["balance"] == (1199 * 100 + 2) / 100
+        await redis.delete(*(cache.key(w) for w in ids))
+    finally:
+        await cache.close()
+        await redis.aclose()

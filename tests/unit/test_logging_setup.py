@@ -9,9 +9,12 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from wallet.http.context import request_context
+from wallet.http.errors import error_middleware
+from wallet.http.metrics import RequestStats, observe_middleware
 from wallet.logging_setup import (
     ACCESS_LOGGER,
     CURRENT_REQUEST,
@@ -84,3 +87,25 @@ def test_no_access_log_at_info_one_at_debug(stream):
     logging.getLogger(ACCESS_LOGGER).debug("request", extra={"route": "/v1/wallet/{id}", "status": 200})
     (line,) = _lines(stream)
     assert (line["route"], line["status"]) == ("/v1/wallet/{id}", 200)
+
+
+async def test_a_failing_request_logs_json_with_the_id_it_answers_with(stream, aiohttp_client):
+    configure_logging("debug", "json", stream=stream)
+
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("kaput")
+
+    app = web.Application(middlewares=[observe_middleware(RequestStats()), error_middleware])
+    app.router.add_get("/boom/{id}", boom)
+    client = await aiohttp_client(app)
+    response = await client.get("/boom/7")
+    body = await response.json()
+    assert response.status == 500 and "kaput" not in json.dumps(body)
+    generated = response.headers["X-Request-ID"]
+    assert body["requestId"] == generated
+    error, access = _lines(stream)
+    assert error["level"] == "error" and "RuntimeError: kaput" in error["exception"]
+    assert error["request_id"] == generated
+    assert access["logger"] == ACCESS_LOGGER
+    assert (access["route"], access["status"], access["request_id"]) == ("/boom/{id}", 500, generated)
+    assert access["duration_ms"] >= 0

@@ -19,6 +19,7 @@ Cheap on the hot path:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -31,6 +32,7 @@ from redis.backoff import NoBackoff
 
 from wallet.domain.money import to_json_number
 from wallet.persistence.records import WalletBatch
+from wallet.persistence.redis_mget import mget_reader
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ return written
 """
 
 MAX_READS_IN_FLIGHT = 2
+MAX_WRITE = 512  # views per script call (a backlog is written in rounds)
 MAX_DIRTY = 100_000
 BACKOFF_INITIAL_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 5.0
@@ -135,8 +138,12 @@ class BalanceCache:
         *,
         prefix: str,
         ttl_seconds: int,
+        url: str | None = None,
+        timeout_seconds: float = 0.5,
     ) -> None:
         self._redis = redis
+        # Lookups go through a lean pipelined MGET connection when ``url`` allows it.
+        self._mget, self._close_mget = mget_reader(url or "", redis, timeout_seconds=timeout_seconds)
         self._loop = loop
         self._prefix = f"{prefix}:balance:"
         self._ttl = ttl_seconds
@@ -209,9 +216,13 @@ class BalanceCache:
             self._writing = None
 
     async def _write_once(self) -> None:
-        states = list(self._pending.values())
-        fills = [v for k, v in self._fills.items() if k not in self._pending]
-        self._fills.clear()
+        """One round: deletions owed, then up to MAX_WRITE views in one script call."""
+        states = list(itertools.islice(self._pending.values(), MAX_WRITE))
+        fills: list[WalletLike] = []
+        for wallet_id in list(itertools.islice(self._fills, MAX_WRITE - len(states))):
+            view = self._fills.pop(wallet_id)
+            if wallet_id not in self._pending:
+                fills.append(view)
         dirty = list(self._dirty)
         self._dirty.clear()
         purge_all, self._purge_all = self._purge_all, False
@@ -306,7 +317,7 @@ class BalanceCache:
                 wallet_ids = list(batch)
                 self.read_batches += 1
                 try:
-                    values = await self._redis.mget([self._prefix + w for w in wallet_ids])
+                    values = await self._mget([self._prefix + w for w in wallet_ids])
                 except Exception as exc:
                     self.breaker.failed(exc)
                     values = [None] * len(wallet_ids)
@@ -342,3 +353,4 @@ class BalanceCache:
                 if not future.done():
                     future.set_result(None)
         self._read_waiters.clear()
+        await self._close_mget()

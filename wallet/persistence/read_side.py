@@ -65,6 +65,8 @@ async def open_read_side(settings: Settings, name: str, primary: asyncpg.Pool) -
             asyncio.get_running_loop(),
             prefix=s.redis_key_prefix,
             ttl_seconds=s.balance_cache_ttl_seconds,
+            url=s.redis_url,
+            timeout_seconds=s.redis_timeout_seconds,
         )
     replicas = await open_replicas(
         s.database_replica_urls, name=name, min_size=s.db_pool_min, max_size=s.db_pool_max
