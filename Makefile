@@ -10,10 +10,12 @@ $(PY):
 	$(PY) -m pip install --upgrade pip >/dev/null
 
 install: $(PY)
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install -e '.[test,embedded]'
 
+# With no DATABASE_URL, REDIS_URL, RABBITMQ_URL: embedded PostgreSQL and Redis in .data/, events
+# in-process (README, "Embedded mode"). Against real services: set the URLs, run `$(VENV)/bin/wallet serve`.
 run: install
-	$(PY) -m wallet serve
+	env -u DATABASE_URL -u REDIS_URL -u RABBITMQ_URL $(PY) -m wallet serve
 
 migrate: install
 	$(PY) -m wallet migrate

@@ -51,9 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_worker(settings))
         return 0
     if args.command == "serve":
+        from wallet.embedded import EmbeddedUnavailable
         from wallet.server import serve
 
-        asyncio.run(serve(settings))
+        try:
+            asyncio.run(serve(settings))
+        except EmbeddedUnavailable as exc:
+            print(f"wallet serve: {exc}", file=sys.stderr)
+            return 2
         return 0
     return 2  # pragma: no cover
 

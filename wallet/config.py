@@ -88,6 +88,12 @@ class Settings:
     fraud_alert_queue: str = "fraud_auto_freeze"
     # Processed-event records and the rules' window are kept this long.
     fraud_state_retention_seconds: float = 7 * 24 * 3600.0
+    # Whether DATABASE_URL, REDIS_URL, RABBITMQ_URL were set (non-empty); `wallet serve` runs an
+    # embedded stand-in for each one that was not (wallet/embedded.py), kept under ``data_dir``.
+    database_url_given: bool = True
+    redis_url_given: bool = True
+    rabbitmq_url_given: bool = True
+    data_dir: str = ".data"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -183,5 +189,9 @@ class Settings:
             fraud_state_retention_seconds=float(
                 get("FRAUD_STATE_RETENTION_SECONDS", str(defaults.fraud_state_retention_seconds))
             ),
+            database_url_given=bool(env.get("DATABASE_URL")),
+            redis_url_given=bool(env.get("REDIS_URL")),
+            rabbitmq_url_given=bool(env.get("RABBITMQ_URL")),
+            data_dir=get("WALLET_DATA_DIR", defaults.data_dir),
             extra={k: v for k, v in env.items() if k.startswith("WALLET_")},
         )

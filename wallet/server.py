@@ -1,4 +1,7 @@
-"""Running the service: HTTP server plus the wallet service, with a clean SIGTERM/SIGINT shutdown."""
+"""Running the service: HTTP server plus the wallet service, with a clean SIGTERM/SIGINT shutdown.
+
+A dependency whose URL is not set is embedded (wallet/embedded.py); with no RABBITMQ_URL the fraud
+worker runs here too, on the in-process bus."""
 
 from __future__ import annotations
 
@@ -9,7 +12,10 @@ import signal
 from aiohttp import web
 
 from wallet.config import Settings
+from wallet.embedded import Embedded
+from wallet.fraud.worker import FraudWorker
 from wallet.http.app import create_app
+from wallet.messaging.inprocess import InProcessBus
 from wallet.service import WalletService
 
 log = logging.getLogger(__name__)
@@ -17,22 +23,36 @@ log = logging.getLogger(__name__)
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT; then answer in-flight requests, stop every actor, exit."""
-    service = WalletService(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # from the start: embedded servers are stopped too
+        loop.add_signal_handler(sig, stop.set)
+    embedded = await Embedded.start(settings)
+    try:
+        await _serve(embedded.settings, embedded.bus, stop)
+    finally:
+        await embedded.stop()
+
+
+async def _serve(settings: Settings, bus: InProcessBus | None, stop: asyncio.Event) -> None:
+    service = WalletService(settings, bus=bus)
     await service.start()
+    worker = None
+    if bus is not None:  # no RABBITMQ_URL: the fraud worker consumes the in-process bus
+        worker = FraudWorker(settings, name="fraud-worker-inprocess", bus=bus)
+        await worker.start()
     app = create_app(service)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
     await site.start()
     log.info("listening on http://%s:%d", settings.host, settings.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
         log.info("shutting down: draining requests")
     finally:
         await runner.cleanup()  # stops accepting, waits for in-flight handlers
         await service.stop()
+        if worker is not None:
+            await worker.stop()  # after the relay: it drains what the relay published
         log.info("stopped")

@@ -30,6 +30,8 @@ class ServiceProcess:
             os.environ
             | {
                 "DATABASE_URL": settings.database_url,
+                "REDIS_URL": settings.redis_url,  # each URL set: unset, `serve` would embed one
+                "RABBITMQ_URL": settings.rabbitmq_url,
                 "RABBITMQ_EXCHANGE": settings.rabbitmq_exchange,
                 "REDIS_KEY_PREFIX": settings.redis_key_prefix,
                 "PORT": str(self.port),

@@ -161,8 +161,10 @@ class WalletActor(LoopActor):
         self._pending.append(_Decided(envelope, reply, stored, transition))
         self._optimistic = state
         if not self._flush_told and self._in_flight is None:
+            # Told at the end of the loop's current round of callbacks, not now: the requests
+            # whose bytes already arrived get decided first and join the same batch.
             self._flush_told = True
-            self.actor_ref.tell(FLUSH)
+            self._loop.call_soon(self.actor_ref.tell, FLUSH)
 
     @staticmethod
     def _append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import sys
 import time
@@ -26,6 +27,7 @@ from wallet.bench.services import (
     with_database,
 )
 from wallet.bench.wrk import WrkResult, finish_wrk, start_wrk
+from wallet.config import Settings
 
 WORKLOADS = ("ceiling", "hot", "spread", "reads", "transfers")
 WARMUP_S = 2.0
@@ -255,6 +257,9 @@ async def run_service(opts: Options, names: list[str]) -> list[Row]:
     port = opts.port_base + 1
     env = {
         "DATABASE_URL": db_url,
+        # Set explicitly: unset, `wallet serve` would embed Redis and the event bus (wallet/embedded.py).
+        "REDIS_URL": os.environ.get("REDIS_URL") or Settings.redis_url,
+        "RABBITMQ_URL": os.environ.get("RABBITMQ_URL") or Settings.rabbitmq_url,
         "PORT": str(port),
         "HOST": "127.0.0.1",
         "RATE_LIMIT_ENABLED": "false",

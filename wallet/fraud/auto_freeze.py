@@ -8,7 +8,8 @@ so a redelivered alert replays the first freeze's reply instead of freezing agai
 an operator unfroze meanwhile stays unfrozen). A wallet already frozen or closed, or unknown, is
 answered 4xx and the alert is done; a 503 (or anything unexpected) is retried with back-off.
 
-It connects in the background and never stops the service from starting or serving.
+It connects in the background and never stops the service from starting or serving. Given an
+``InProcessBus`` (embedded mode, no ``RABBITMQ_URL``) it consumes the alerts from the bus instead.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 
 from wallet.actors.messages import Accepted, IdempotencyKey, Outcome, Refused, Rejected, Reply
 from wallet.config import Settings
@@ -28,6 +29,7 @@ from wallet.fraud.messages import parse_alert
 from wallet.fraud.rules import Severity
 from wallet.messaging.connection import connect_robust_retrying
 from wallet.messaging.consumer import RetryingConsumer
+from wallet.messaging.inprocess import Delivery, InProcessBus, Subscription
 from wallet.messaging.topology import alert_topology
 
 if TYPE_CHECKING:
@@ -53,12 +55,13 @@ def render(outcome: Outcome) -> Reply:
 
 
 class AutoFreezer:
-    def __init__(self, service: WalletService, settings: Settings) -> None:
+    def __init__(self, service: WalletService, settings: Settings, bus: InProcessBus | None = None) -> None:
         self._service = service
         self._settings = settings
+        self._bus = bus
         self._task: asyncio.Task[None] | None = None
         self._connection: AbstractRobustConnection | None = None
-        self._consumer: RetryingConsumer | None = None
+        self._consumer: RetryingConsumer | Subscription | None = None
         self.frozen = 0
         self.ready = asyncio.Event()
 
@@ -78,17 +81,23 @@ class AutoFreezer:
 
     async def _run(self) -> None:
         s = self._settings
+        if self._bus is not None:
+            self._consumer = self._bus.subscribe(alert_topology(s), self.handle, name="auto-freeze")
+            self.ready.set()
+            log.info("auto-freeze consuming %s (in-process bus)", s.fraud_alert_queue)
+            return
         self._connection = await connect_robust_retrying(
             s.rabbitmq_url, name=f"{self._service.name}-auto-freeze", max_backoff=s.outbox_backoff_max_seconds
         )
         channel = await self._connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=8)
-        self._consumer = RetryingConsumer(channel, alert_topology(s), self.handle, name="auto-freeze")
-        await self._consumer.start()
+        consumer = RetryingConsumer(channel, alert_topology(s), self.handle, name="auto-freeze")
+        self._consumer = consumer
+        await consumer.start()
         self.ready.set()
         log.info("auto-freeze consuming %s", s.fraud_alert_queue)
 
-    async def handle(self, message: AbstractIncomingMessage) -> None:
+    async def handle(self, message: Delivery) -> None:
         from wallet.service.idempotency import fingerprint  # here: wallet.service imports this module
 
         alert = parse_alert(message.body)

@@ -11,6 +11,9 @@ not yet published is published (confirmed) as ``fraud.alert.<severity>`` on the 
 marked; only then is the message acked. A crash in between redelivers the message, which finds
 its alerts unpublished and publishes them; a periodic sweep catches any left over (e.g. after the
 message went to the DLQ). The API's auto-freeze consumes the critical ones.
+
+Given an ``InProcessBus`` (embedded mode, no ``RABBITMQ_URL``) the same worker runs inside the API
+process: it subscribes to the bus with the same topology and handler and publishes its alerts there.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 
 import aio_pika
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from wallet.config import Settings
 from wallet.fraud.messages import parse_wallet_event
@@ -31,6 +34,7 @@ from wallet.fraud.rules import RuleConfig
 from wallet.fraud.store import FraudStore, StoredAlert
 from wallet.messaging.connection import connect_robust_retrying
 from wallet.messaging.consumer import RetryingConsumer
+from wallet.messaging.inprocess import Delivery, InProcessBus, Subscription
 from wallet.messaging.topology import alert_routing_key, declare_exchange, fraud_topology
 from wallet.persistence.db import create_pool
 from wallet.persistence.migrations import migrate
@@ -60,9 +64,12 @@ class WorkerStats:
 
 
 class FraudWorker:
-    def __init__(self, settings: Settings, *, name: str = "fraud-worker") -> None:
+    def __init__(
+        self, settings: Settings, *, name: str = "fraud-worker", bus: InProcessBus | None = None
+    ) -> None:
         self.settings = settings
         self.name = name
+        self.bus = bus
         self.config = rule_config(settings)
         self.topology = fraud_topology(settings)
         self.stats = WorkerStats()
@@ -76,6 +83,23 @@ class FraudWorker:
             s.database_url, min_size=1, max_size=max(2, min(s.fraud_prefetch, 8)), application_name=self.name
         )
         self.store = FraudStore(self.pool)
+        self.consumer: RetryingConsumer | Subscription
+        if self.bus is not None:
+            concurrency = max(1, min(s.fraud_prefetch, 8))  # at most the pool's connections
+            self.consumer = self.bus.subscribe(
+                self.topology, self.handle, name=self.name, concurrency=concurrency
+            )
+        else:
+            await self._consume_from_rabbitmq()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._sweep_periodically()))
+        self._tasks.append(loop.create_task(self._purge_periodically()))
+        self._started = True
+        where = " (in-process bus)" if self.bus is not None else ""
+        log.info("fraud worker %s consuming %s%s", self.name, self.topology.queue, where)
+
+    async def _consume_from_rabbitmq(self) -> None:
+        s = self.settings
         try:
             self.connection: AbstractRobustConnection = await connect_robust_retrying(
                 s.rabbitmq_url, name=self.name
@@ -88,11 +112,6 @@ class FraudWorker:
         except BaseException:
             await self.pool.close()
             raise
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._sweep_periodically()))
-        self._tasks.append(loop.create_task(self._purge_periodically()))
-        self._started = True
-        log.info("fraud worker %s consuming %s", self.name, self.topology.queue)
 
     async def stop(self) -> None:
         """Stop consuming, let the messages in hand finish (briefly), close everything."""
@@ -105,14 +124,15 @@ class FraudWorker:
         await self.consumer.stop()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=self.settings.shutdown_timeout_seconds)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.connection.close(), 5.0)
+        if self.bus is None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.connection.close(), 5.0)
         try:
             await asyncio.wait_for(self.pool.close(), 5.0)
         except Exception:
             self.pool.terminate()
 
-    async def handle(self, message: AbstractIncomingMessage) -> None:
+    async def handle(self, message: Delivery) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
@@ -136,6 +156,15 @@ class FraudWorker:
                 self._in_flight.discard(task)
 
     async def publish_alert(self, alert: StoredAlert) -> None:
+        if self.bus is not None:
+            await self.bus.publish(
+                alert_routing_key(alert.severity),
+                alert.message().to_json(),
+                message_id=str(alert.id),
+                message_type="FRAUD_ALERT",
+                app_id=self.name,
+            )
+            return
         message = aio_pika.Message(
             alert.message().to_json(),
             message_id=str(alert.id),

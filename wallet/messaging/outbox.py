@@ -35,6 +35,9 @@ recent publishes) are for /health and /metrics.
 Publishing costs about 100 µs of Python per event on the loop. With ``OUTBOX_RELAY_ENABLED=false``
 an API instance only measures the lag and probes the broker, and ``wallet relay`` (``run_relay``)
 publishes from its own process; any mix of relays is safe (one leader at a time).
+
+In embedded mode (no ``RABBITMQ_URL``) the relay is given a ``publisher``, the in-process bus
+(``wallet/messaging/inprocess.py``): the same rounds hand the rows to it instead of the broker.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from aiormq import spec
 
 from wallet.config import Settings
 from wallet.messaging.connection import connect, jittered, next_backoff
+from wallet.messaging.inprocess import EventPublisher
 from wallet.messaging.topology import declare_exchange
 
 log = logging.getLogger(__name__)
@@ -155,10 +159,19 @@ class OutboxActor(pykka.ThreadingActor):
 
 
 class OutboxRelay:
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, *, name: str = "wallet") -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        *,
+        name: str = "wallet",
+        publisher: EventPublisher | None = None,
+    ) -> None:
         self._pool = pool
         self._settings = settings
         self._name = name
+        # Embedded mode (no RABBITMQ_URL): publish to the in-process bus instead of the broker.
+        self._publisher = publisher
         self._loop: asyncio.AbstractEventLoop | None = None
         self._actor: pykka.ActorRef[OutboxActor] | None = None
         self._wake_lock = threading.Lock()
@@ -243,6 +256,8 @@ class OutboxRelay:
     async def ping(self) -> None:
         """Raise unless the broker answers a request now (a passive-safe exchange declare on a
         separate probe connection, so a probe never disturbs the relay's channel)."""
+        if self._publisher is not None:
+            return  # the in-process bus is always there
         async with self._probe_lock:
             timeout = self._settings.outbox_publish_timeout_seconds
             try:
@@ -371,7 +386,7 @@ class OutboxRelay:
         return RoundResult(published=len(published), more=more)
 
     async def _publish(
-        self, channel: RawChannel, rows: Sequence[asyncpg.Record]
+        self, channel: RawChannel | None, rows: Sequence[asyncpg.Record]
     ) -> tuple[list[int], BaseException | None]:
         """Publish the rows in order; return the ids to mark and the first failure, if any."""
         timeout = self._settings.outbox_publish_timeout_seconds
@@ -382,6 +397,16 @@ class OutboxRelay:
         name = self._settings.rabbitmq_exchange
 
         async def one(row: asyncpg.Record) -> float:
+            if channel is None:  # the in-process bus
+                assert self._publisher is not None
+                await self._publisher.publish(
+                    row["routing_key"],
+                    row["body"].encode(),
+                    message_id=str(row["event_id"]),
+                    message_type=row["event_type"],
+                    app_id=self._name,
+                )
+                return time.monotonic()
             properties = spec.Basic.Properties(
                 message_id=str(row["event_id"]),
                 content_type="application/json",
@@ -419,7 +444,9 @@ class OutboxRelay:
 
     # -- broker connection and back-off -----------------------------------------------------
 
-    async def _ensure_broker(self) -> RawChannel:
+    async def _ensure_broker(self) -> RawChannel | None:
+        if self._publisher is not None:
+            return None  # no broker: ``_publish`` hands the rows to the in-process bus
         if self._channel is not None and self._connection is not None and not self._connection.is_closed:
             return self._channel
         await self._close_broker()

@@ -21,6 +21,7 @@ from wallet.actors.writer import FlushWriter
 from wallet.config import Settings
 from wallet.domain.commands import WalletCommand
 from wallet.fraud.auto_freeze import AutoFreezer
+from wallet.messaging.inprocess import InProcessBus
 from wallet.messaging.outbox import OutboxRelay
 from wallet.persistence.db import create_pool
 from wallet.persistence.event_store import EventStore
@@ -40,9 +41,10 @@ Render = Callable[[Outcome], Reply]
 
 
 class WalletService:
-    def __init__(self, settings: Settings, *, name: str = "wallet") -> None:
+    def __init__(self, settings: Settings, *, name: str = "wallet", bus: InProcessBus | None = None) -> None:
         self.settings = settings
         self.name = name
+        self.bus = bus  # embedded mode: events go to this in-process bus instead of RabbitMQ
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
 
@@ -108,9 +110,9 @@ class WalletService:
         self._tasks.append(self.loop.create_task(self._passivate_periodically()))
         self._tasks.append(self.loop.create_task(self._purge_periodically()))
         # Event stream: the outbox relay (never waits for RabbitMQ); optional fraud auto-freeze.
-        self.outbox = OutboxRelay(self.pool, s, name=self.name)
+        self.outbox = OutboxRelay(self.pool, s, name=self.name, publisher=self.bus)
         await self.outbox.start()
-        self.auto_freeze = AutoFreezer(self, s) if s.fraud_auto_freeze else None
+        self.auto_freeze = AutoFreezer(self, s, self.bus) if s.fraud_auto_freeze else None
         if self.auto_freeze is not None:
             await self.auto_freeze.start()
         self._started = True
