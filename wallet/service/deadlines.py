@@ -1,8 +1,10 @@
 """Answering requests that wait too long, without a timer per request.
 
-Every command waits under the same timeout, so deadlines arrive in order: a deque and one sweep
-task replace an ``asyncio.timeout`` per request (a timer handle each, 4% of the CPU of the spread
-load in a py-spy profile).
+Every command waits under the same timeout, so deadlines arrive in order: a deque swept by one task
+replaces an ``asyncio.timeout`` per request (a timer handle each: 4% of the CPU of a deposit in a
+py-spy profile). The deque holds only a weak reference to each future: holding the futures (and,
+through them, replies and request objects) for the whole timeout kept ~180,000 objects alive at
+3,000 req/s, and the garbage collector's full passes over them cost 12% of the CPU.
 """
 
 from __future__ import annotations
@@ -10,31 +12,31 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
-from typing import Generic, TypeVar
-
-T = TypeVar("T")
+import weakref
+from typing import Any
 
 
-class Deadlines(Generic[T]):
+class CommandTimedOut(Exception):
+    """Set on a command's future when it was not answered within the timeout."""
+
+
+class Deadlines:
     def __init__(self, timeout_seconds: float) -> None:
         self._timeout = timeout_seconds
-        self._watched: collections.deque[tuple[float, asyncio.Future[T], Callable[[], T]]] = (
-            collections.deque()
-        )
+        self._watched: collections.deque[tuple[float, weakref.ref[asyncio.Future[Any]]]] = collections.deque()
 
-    def watch(self, future: asyncio.Future[T], on_expiry: Callable[[], T]) -> None:
-        """If ``future`` is still pending after the timeout, complete it with ``on_expiry()``."""
-        self._watched.append((time.monotonic() + self._timeout, future, on_expiry))
+    def watch(self, future: asyncio.Future[Any]) -> None:
+        """If ``future`` is still pending after the timeout, fail it with ``CommandTimedOut``."""
+        self._watched.append((time.monotonic() + self._timeout, weakref.ref(future)))
 
     def sweep(self) -> int:
         now = time.monotonic()
         expired = 0
         watched = self._watched
         while watched and watched[0][0] <= now:
-            _, future, on_expiry = watched.popleft()
-            if not future.done():
-                future.set_result(on_expiry())
+            future = watched.popleft()[1]()
+            if future is not None and not future.done():
+                future.set_exception(CommandTimedOut())
                 expired += 1
         return expired
 

@@ -31,7 +31,7 @@ from wallet.persistence.read_model import WalletReadModel
 from wallet.persistence.read_side import ReadSide, open_read_side
 from wallet.persistence.saga_store import SagaStore
 from wallet.persistence.state_loader import BatchedStateLoader
-from wallet.service.deadlines import Deadlines
+from wallet.service.deadlines import CommandTimedOut, Deadlines
 from wallet.service.idempotency import IdempotencyGate
 from wallet.service.transfers import TransferService
 
@@ -91,7 +91,7 @@ class WalletService:
             idle_seconds=s.actor_idle_seconds,
         )
         self.gate = IdempotencyGate(self.idempotency_store, s.command_timeout_seconds)
-        self._deadlines: Deadlines[Reply] = Deadlines(s.command_timeout_seconds)
+        self._deadlines = Deadlines(s.command_timeout_seconds)
         self._tasks.append(self.loop.create_task(self._deadlines.run()))
         self.coordinator = TransferCoordinator.start(
             self.loop, threading.get_ident(), self.directory.tell, Faults.from_env(dict(s.extra))
@@ -144,8 +144,11 @@ class WalletService:
         """Run ``command`` on its wallet actor; the reply comes after COMMIT, or 503, never a hang."""
         if key is None:
             future = self._send(wallet_id, command, render, None)
-            self._deadlines.watch(future, lambda: render(unavailable("timed out waiting for the wallet")))
-            return await future
+            self._deadlines.watch(future)
+            try:
+                return await future
+            except CommandTimedOut:
+                return render(unavailable("timed out waiting for the wallet"))
         return await self.gate.run(key, render, lambda: self._send(wallet_id, command, render, key))
 
     def _send(
