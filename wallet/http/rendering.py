@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from wallet.actors.messages import Accepted, Outcome, Refused, Rejected, Reply
@@ -74,7 +74,7 @@ def respond(reply: Reply, ctx: RequestContext) -> web.Response:
         headers["Retry-After"] = "1"
     return web.Response(
         status=reply.status,
-        body=json.dumps(reply.body, separators=(",", ":")).encode(),
+        body=orjson.dumps(reply.body),
         content_type="application/json",
         headers=headers,
     )
