@@ -28,8 +28,8 @@ def compose(name: str) -> dict:
 
 def test_compose_has_every_service_with_health_checks():
     services = compose("docker-compose.yml")["services"]
-    assert INFRA | {"api", "worker", "migrate"} <= services.keys()
-    for name in INFRA | {"api", "worker"}:
+    assert INFRA | {"api", "relay", "worker", "migrate"} <= services.keys()
+    for name in INFRA | {"api", "relay", "worker"}:
         assert "healthcheck" in services[name], name
     assert services["postgres"]["image"].startswith("postgres:17")
     assert "management" in services["rabbitmq"]["image"]
@@ -46,12 +46,16 @@ def test_api_waits_for_healthy_dependencies_and_migrations():
 def test_every_variable_the_code_needs_is_set_and_known():
     services = compose("docker-compose.yml")["services"]
     known = set(Settings.from_env({}).__dataclass_fields__)  # noqa: F841 (documents the source)
-    for name in ("api", "worker", "migrate"):
+    for name in ("api", "relay", "worker", "migrate"):
         env = services[name]["environment"]
         assert env.keys() >= CONNECTION_VARIABLES, (name, CONNECTION_VARIABLES - env.keys())
         assert "replica" in env["DATABASE_REPLICA_URLS"]
         settings = Settings.from_env({k: str(v) for k, v in env.items()})  # parses: no typo'd values
         assert settings.port == 3000
+    assert (
+        Settings.from_env({k: str(v) for k, v in services["api"]["environment"].items()}).outbox_relay_enabled
+        is False
+    )
 
 
 def test_every_variable_in_the_compose_files_is_read_by_the_code():
