@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,8 @@ from wallet.http.schemas import (
 from wallet.http.validation import FastLoader, int_query, json_body, wallet_id_from
 from wallet.service import WalletService
 from wallet.service.idempotency import fingerprint
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 SERVICE = web.AppKey("wallet_service", WalletService)
 
@@ -99,43 +102,30 @@ async def withdraw(request: web.Request) -> web.Response:
     return await _run(request, "withdraw", Withdraw(data["amount"], _now()), data, _balance)
 
 
-@operation(
-    summary="Freeze",
-    body=LifecycleRequest,
-    response=WalletResponse,
-    errors=(400, 404, 409, 422, 429, 500, 503),
-    idempotent_key=True,
-)
-async def freeze(request: web.Request) -> web.Response:
-    wallet_id_from(request)
-    data = await json_body(request, _LIFECYCLE)
-    return await _run(request, "freeze", Freeze(data["reason"], _now()), data, _wallet)
+def _lifecycle_route(
+    operation_name: str, summary: str, command: type[Freeze] | type[Unfreeze] | type[Close]
+) -> Handler:
+    """freeze, unfreeze and close: the same shape, a reason in, the wallet out."""
+
+    @operation(
+        summary=summary,
+        body=LifecycleRequest,
+        response=WalletResponse,
+        errors=(400, 404, 409, 422, 429, 500, 503),
+        idempotent_key=True,
+    )
+    async def handler(request: web.Request) -> web.Response:
+        wallet_id_from(request)
+        data = await json_body(request, _LIFECYCLE)
+        return await _run(request, operation_name, command(data["reason"], _now()), data, _wallet)
+
+    handler.__name__ = operation_name
+    return handler
 
 
-@operation(
-    summary="Unfreeze",
-    body=LifecycleRequest,
-    response=WalletResponse,
-    errors=(400, 404, 409, 422, 429, 500, 503),
-    idempotent_key=True,
-)
-async def unfreeze(request: web.Request) -> web.Response:
-    wallet_id_from(request)
-    data = await json_body(request, _LIFECYCLE)
-    return await _run(request, "unfreeze", Unfreeze(data["reason"], _now()), data, _wallet)
-
-
-@operation(
-    summary="Close",
-    body=LifecycleRequest,
-    response=WalletResponse,
-    errors=(400, 404, 409, 422, 429, 500, 503),
-    idempotent_key=True,
-)
-async def close(request: web.Request) -> web.Response:
-    wallet_id_from(request)
-    data = await json_body(request, _LIFECYCLE)
-    return await _run(request, "close", Close(data["reason"], _now()), data, _wallet)
+freeze = _lifecycle_route("freeze", "Freeze", Freeze)
+unfreeze = _lifecycle_route("unfreeze", "Unfreeze", Unfreeze)
+close = _lifecycle_route("close", "Close", Close)
 
 
 @operation(
