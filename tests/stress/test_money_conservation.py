@@ -73,3 +73,12 @@ async def test_random_storm_conserves_money(client, db, seed):
     for w in wallets:
         await assert_projection_matches_events(db, w)
     assert any(op == "transfer" and status == 200 for op, status, _ in results)
+
+
+async def test_wallet_verify_passes_after_the_storms(client, database_url):
+    """The audit over this run's whole database (every test's wallets) after the storms above."""
+    from wallet.audit import verify
+
+    report = await verify(database_url)
+    assert report.ok, "\n".join(report.lines())
+    assert report.events > 0
