@@ -57,6 +57,10 @@ class FastLoader:
         return result
 
 
+# One decoder for all requests (json.loads with options builds a new one per call).
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+
+
 async def json_body(request: web.Request, schema: Schema | FastLoader) -> dict[str, Any]:
     """The body parsed with exact decimals (a float never appears) and validated by ``schema``."""
     raw = await request.read()
@@ -64,7 +68,7 @@ async def json_body(request: web.Request, schema: Schema | FastLoader) -> dict[s
         data: Any = {}
     else:
         try:
-            data = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+            data = _DECODER.decode(raw.decode())
         except (ValueError, UnicodeDecodeError):
             raise validation_error("body is not valid JSON") from None
     if not isinstance(data, dict):
