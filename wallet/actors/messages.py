@@ -157,6 +157,7 @@ class Flushed:
 
     result: FlushResult
     error: BaseException | None = None
+    token: int = 0  # which of the actor's batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,7 @@ class FlushRequest:
     batch: WalletBatch
     answers: list[tuple[CommandEnvelope, Reply]]
     actor: pykka.ActorRef[Any]
+    token: int = 0
 
 
 FLUSH = Flush()

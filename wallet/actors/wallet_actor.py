@@ -16,7 +16,9 @@ meanwhile wait, undecided, in arrival order.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +45,7 @@ from wallet.domain.wallet import WalletState, decide, evolve
 from wallet.ids import new_uuid
 from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
-from wallet.persistence.records import IdempotencyRecord, StoredEvent, WalletBatch
+from wallet.persistence.records import IdempotencyRecord, StoredEvent, StoredWallet, WalletBatch
 from wallet.persistence.saga_store import SagaStore
 from wallet.persistence.state_loader import BatchedStateLoader
 
@@ -64,6 +66,9 @@ class WalletActorContext:
     idempotency: IdempotencyStore
     sagas: SagaStore
     submit: Callable[[FlushRequest], None]
+    # Batches of one wallet in flight at once: the next one overlaps the database's half of the
+    # previous (round trip, fsync) with the Python half of the next requests.
+    max_flights: int = 2
 
 
 @dataclass(slots=True)
@@ -75,12 +80,22 @@ class _Decided:
 
 
 @dataclass(frozen=True, slots=True)
+class _Flight:
+    """A batch sent to the writer: its commands, and the state and last event id it leads to."""
+
+    token: int
+    decided: list[_Decided]
+    state_after: WalletState | None
+    last_event_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True)
 class Reloaded:
     """The result of a reload task, told back to the actor."""
 
-    state: WalletState | None = None
+    stored: StoredWallet | None = None
     settled: dict[int, Reply] = field(default_factory=dict)  # id(envelope) -> reply to give
-    in_flight_committed: bool | None = None  # after a failed flush: did it commit anyway?
+    checks_committed: list[bool | None] = field(default_factory=list)  # per failed flight: committed?
     error: BaseException | None = None
 
 
@@ -96,10 +111,13 @@ class WalletActor(LoopActor):
         self._committed: WalletState | None = None
         self._optimistic: WalletState | None = None
         self._waiting: list[CommandEnvelope] = []  # undecided, while loading
-        self._checking: list[_Decided] = []  # a failed flush whose outcome is being checked
+        self._checking: list[list[_Decided]] = []  # failed flights whose outcome is being checked
         self._pending: list[_Decided] = []
-        self._in_flight: list[_Decided] | None = None
-        self._in_flight_state: WalletState | None = None
+        self._committed_event_id: uuid.UUID | None = None
+        self._flights: collections.deque[_Flight] = collections.deque()  # in flight, oldest first
+        self._results: dict[int, Flushed] = {}  # results that came back ahead of older flights
+        self._troubled: list[tuple[_Flight, Flushed]] = []  # conflicted/failed, and those after
+        self._next_token = 0
         self._flush_told = False
         self._passivating = False
         self._stop_requested = False
@@ -114,7 +132,7 @@ class WalletActor(LoopActor):
                     self._on_command(message)
                 case Flush():
                     self._flush_told = False
-                    self._submit_if_idle()
+                    self._submit_if_room()
                 case Flushed():
                     self._on_flushed(message)
                 case Reloaded():
@@ -153,14 +171,12 @@ class WalletActor(LoopActor):
             reply = envelope.render(Accepted(state, stored))
             result = state
         transition = transition_for(command, result) if is_saga_step(command) else None
-        nothing_to_write = not stored and transition is None and envelope.idempotency is None
-        if nothing_to_write and self._in_flight is None and not self._pending:
-            # Nothing to make durable and nothing undecided ahead of it: answer now.
-            envelope.answer_on_loop(reply)
-            return
+        # Rejections and no-ops go through the flush too: it checks that the state they were
+        # decided on is still the database's (another instance, or an actor still finishing
+        # before passivation, may have written since), and answers only then.
         self._pending.append(_Decided(envelope, reply, stored, transition))
         self._optimistic = state
-        if not self._flush_told and self._in_flight is None:
+        if not self._flush_told and len(self._flights) < self._ctx.max_flights:
             # Told at the end of the loop's current round of callbacks, not now: the requests
             # whose bytes already arrived get decided first and join the same batch.
             self._flush_told = True
@@ -178,13 +194,25 @@ class WalletActor(LoopActor):
 
     # -- flushing ----------------------------------------------------------------------------
 
-    def _submit_if_idle(self) -> None:
-        if self._in_flight is not None or not self._pending or not self._ready:
+    def _submit_if_room(self) -> None:
+        """Send the pending batch if fewer than ``max_flights`` are in flight (none while a failed
+        or conflicting flight is being sorted out). A batch names the state it builds on: that
+        of the last flight, or the committed one."""
+        if (
+            not self._pending
+            or not self._ready
+            or len(self._flights) >= self._ctx.max_flights
+            or self._troubled
+        ):
             return
+        if self._flights:
+            base, base_event_id = self._flights[-1].state_after, self._flights[-1].last_event_id
+        else:
+            base, base_event_id = self._committed, self._committed_event_id
         decided, self._pending = self._pending, []
         batch = WalletBatch(
             wallet_id=self.wallet_id,
-            expected_version=self._committed.version if self._committed else 0,
+            expected_version=base.version if base else 0,
             state=self._optimistic,
             events=tuple(e for d in decided for e in d.events),
             keys=tuple(
@@ -193,57 +221,84 @@ class WalletActor(LoopActor):
                 if (key := d.envelope.idempotency) is not None and d.reply.recordable
             ),
             saga_transitions=tuple(d.saga_transition for d in decided if d.saga_transition is not None),
+            previous_event_id=base_event_id,
         )
-        self._in_flight = decided
-        self._in_flight_state = self._optimistic
-        self._ctx.submit(FlushRequest(batch, [(d.envelope, d.reply) for d in decided], self.actor_ref))
+        self._next_token += 1
+        self._flights.append(_Flight(self._next_token, decided, self._optimistic, batch.last_event_id))
+        answers = [(d.envelope, d.reply) for d in decided]
+        self._ctx.submit(FlushRequest(batch, answers, self.actor_ref, self._next_token))
 
     def _on_flushed(self, message: Flushed) -> None:
-        decided = self._in_flight or []
-        self._in_flight = None
-        if message.result is FlushResult.COMMITTED:
-            self._conflicts_in_a_row = 0
-            self._committed = self._in_flight_state
-            self._submit_if_idle()
-        elif message.result is FlushResult.CONFLICT:
+        """Results may come back in any order; they are taken in the order the flights left."""
+        self._results[message.token] = message
+        while self._flights and self._flights[0].token in self._results:
+            flight = self._flights.popleft()
+            result = self._results.pop(flight.token)
+            if result.result is FlushResult.COMMITTED and not self._troubled:
+                self._conflicts_in_a_row = 0
+                self._committed = flight.state_after
+                self._committed_event_id = flight.last_event_id
+            else:  # this one, and every flight after it, is sorted out once all are back
+                self._troubled.append((flight, result))
+        if self._troubled and not self._flights:
+            self._sort_out_troubled()
+        else:
+            self._submit_if_room()
+
+    def _sort_out_troubled(self) -> None:
+        """A flight conflicted or failed (and so did any flight built on it, unless the failure
+        hid a COMMIT). Committed flights were answered by the writer. Conflicting ones are decided
+        again; failed ones are checked: did they commit after all?"""
+        troubled, self._troubled = self._troubled, []
+        redecide: list[CommandEnvelope] = []
+        checks: list[list[_Decided]] = []
+        for flight, result in troubled:
+            if result.result is FlushResult.CONFLICT:
+                redecide.extend(d.envelope for d in flight.decided)
+            elif result.result is FlushResult.FAILED:
+                log.warning("wallet actor %s: flush failed: %r", self.wallet_id, result.error)
+                checks.append(flight.decided)
+        if any(result.result is FlushResult.CONFLICT for _, result in troubled):
             self._conflicts_in_a_row += 1
             if self._conflicts_in_a_row > MAX_CONSECUTIVE_CONFLICTS:
-                self._answer_unavailable(decided, "too much contention on this wallet; retry")
-                decided = []
-            self._reload([d.envelope for d in decided])
-        else:
-            log.warning("wallet actor %s: flush failed: %r", self.wallet_id, message.error)
-            self._checking = decided
-            self._reload([], check=decided)
+                for envelope in redecide:
+                    envelope.answer_on_loop(
+                        envelope.render(unavailable("too much contention on this wallet; retry"))
+                    )
+                redecide = []
+        self._reload(redecide, checks)
 
     # -- reloading ---------------------------------------------------------------------------
 
-    def _reload(self, redecide: list[CommandEnvelope], check: Sequence[_Decided] = ()) -> None:
+    def _reload(self, redecide: list[CommandEnvelope], checks: list[list[_Decided]] | None = None) -> None:
         """Forget the optimistic state; decide ``redecide``, the pending and waiting commands
-        again, in order, once the committed state is loaded (a task; never blocks the loop)."""
+        again, in order, once the committed state is loaded (a task; never blocks the loop).
+        ``checks``: failed flights, each checked for whether it committed after all."""
         self._ready = False
         self._reloading = True
+        self._checking = checks or []
         self._waiting = redecide + [d.envelope for d in self._pending] + self._waiting
         self._pending = []
-        event_ids = [e.id for d in check for e in d.events]
-        task = self._loop.create_task(self._load(list(self._waiting), event_ids, bool(check)))
+        check_ids = [[e.id for d in decided for e in d.events] for decided in self._checking]
+        task = self._loop.create_task(self._load(list(self._waiting), check_ids))
         task.add_done_callback(self._tell_reloaded)
 
-    async def _load(self, envelopes: list[CommandEnvelope], check_ids: list[Any], checking: bool) -> Reloaded:
-        committed: bool | None = None
-        if checking:
-            committed = False
-            if check_ids:
-                try:
-                    committed = await self._ctx.events.any_event_exists(check_ids)
-                except Exception:
-                    committed = None
+    async def _load(self, envelopes: list[CommandEnvelope], check_ids: list[list[Any]]) -> Reloaded:
+        committed: list[bool | None] = []
+        for ids in check_ids:
+            if not ids:
+                committed.append(False)
+                continue
+            try:
+                committed.append(await self._ctx.events.any_event_exists(ids))
+            except Exception:
+                committed.append(None)
         try:
-            state = await self._ctx.loader.load(self.wallet_id)
+            stored = await self._ctx.loader.load(self.wallet_id)
             settled = await self._settled_elsewhere(envelopes)
         except Exception as exc:
-            return Reloaded(in_flight_committed=committed, error=exc)
-        return Reloaded(state, settled, committed)
+            return Reloaded(checks_committed=committed, error=exc)
+        return Reloaded(stored, settled, committed)
 
     def _tell_reloaded(self, task: asyncio.Task[Reloaded]) -> None:
         try:
@@ -255,19 +310,26 @@ class WalletActor(LoopActor):
     def _on_reloaded(self, message: Reloaded) -> None:
         self._reloading = False
         checking, self._checking = self._checking, []
-        if message.in_flight_committed:
-            for d in checking:
-                d.envelope.answer_on_loop(d.reply)
-        else:
-            reason = "database unavailable" if message.in_flight_committed is None else "write failed; retry"
-            self._answer_unavailable(checking, reason)
+        for position, decided in enumerate(checking):
+            committed = (
+                message.checks_committed[position] if position < len(message.checks_committed) else None
+            )
+            if committed:
+                for d in decided:
+                    d.envelope.answer_on_loop(d.reply)
+            else:
+                self._answer_unavailable(
+                    decided, "database unavailable" if committed is None else "write failed; retry"
+                )
         waiting, self._waiting = self._waiting, []
         if message.error is not None:
             log.warning("wallet actor %s: load failed: %r", self.wallet_id, message.error)
             for envelope in waiting:
                 envelope.answer_on_loop(envelope.render(unavailable("database unavailable")))
             return
-        self._committed = self._optimistic = message.state
+        stored = message.stored
+        self._committed = self._optimistic = stored.state if stored else None
+        self._committed_event_id = stored.last_event_id if stored else None
         self._ready = True
         for envelope in waiting:
             settled = message.settled.get(id(envelope))
@@ -275,7 +337,7 @@ class WalletActor(LoopActor):
                 envelope.answer_on_loop(settled)
             else:
                 self._decide(envelope)
-        self._submit_if_idle()
+        self._submit_if_room()
 
     async def _settled_elsewhere(self, envelopes: list[CommandEnvelope]) -> dict[int, Reply]:
         """Commands someone else settled meanwhile: a saga step already applied (by recovery or
@@ -312,17 +374,28 @@ class WalletActor(LoopActor):
             d.envelope.answer_on_loop(d.envelope.render(unavailable(why)))
 
     def _fail_everything(self, why: str) -> None:
-        self._answer_unavailable((self._in_flight or []) + self._pending + self._checking, why)
+        in_flight = [d for flight in self._flights for d in flight.decided]
+        checking = [d for decided in self._checking for d in decided]
+        troubled = [
+            d
+            for flight, result in self._troubled
+            if result.result is not FlushResult.COMMITTED
+            for d in flight.decided
+        ]
+        self._answer_unavailable(in_flight + troubled + self._pending + checking, why)
         for envelope in self._waiting:
             envelope.answer_on_loop(envelope.render(unavailable(why)))
-        self._in_flight = None
+        self._flights.clear()
+        self._results.clear()
+        self._troubled = []
         self._pending, self._checking, self._waiting = [], [], []
         self._ready = False
 
     def _stop_if_drained(self) -> None:
         if (
             self._passivating
-            and self._in_flight is None
+            and not self._flights
+            and not self._troubled
             and not self._pending
             and not self._waiting
             and not self._reloading

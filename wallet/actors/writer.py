@@ -14,6 +14,8 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+import pykka
+
 from wallet.actors.messages import Flushed, FlushRequest, FlushResult
 from wallet.persistence.records import WalletBatch
 
@@ -47,25 +49,31 @@ class FlushWriter:
         self._concurrency = concurrency
         self._max_wallets = max_wallets
         self._after_commit = after_commit
-        self._queue: asyncio.Queue[FlushRequest] = asyncio.Queue()
+        # One queue per worker; a wallet always goes to the same one. So a wallet's next batch is
+        # written after its previous one (same transaction or a later one), never beside it in a
+        # concurrent transaction, where it would meet the other's row lock or stale version.
+        self._queues: list[asyncio.Queue[FlushRequest]] = [asyncio.Queue() for _ in range(concurrency)]
         self._workers: list[asyncio.Task[None]] = []
         self.stats = WriterStats()
 
     def submit(self, request: FlushRequest) -> None:
         """Queue a batch; callable from any thread."""
+        queue = self._queues[hash(request.batch.wallet_id) % len(self._queues)]
         if threading.get_ident() == self._loop_thread:
-            self._queue.put_nowait(request)
+            queue.put_nowait(request)
         else:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, request)
+            self._loop.call_soon_threadsafe(queue.put_nowait, request)
 
     def start(self) -> None:
         self._workers = [
-            self._loop.create_task(self._work(), name=f"flush-writer-{i}") for i in range(self._concurrency)
+            self._loop.create_task(self._work(queue), name=f"flush-writer-{i}")
+            for i, queue in enumerate(self._queues)
         ]
 
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
-        await self._queue.join()
+        for queue in self._queues:
+            await queue.join()
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -73,31 +81,34 @@ class FlushWriter:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return sum(queue.qsize() for queue in self._queues)
 
-    async def _work(self) -> None:
+    async def _work(self, queue: asyncio.Queue[FlushRequest]) -> None:
         while True:
-            requests = [await self._queue.get()]
-            while len(requests) < self._max_wallets and not self._queue.empty():
-                requests.append(self._queue.get_nowait())
+            requests = [await queue.get()]
+            while len(requests) < self._max_wallets and not queue.empty():
+                requests.append(queue.get_nowait())
             try:
                 await self._write(requests)
             finally:
                 for _ in requests:
-                    self._queue.task_done()
+                    queue.task_done()
 
     async def _write(self, requests: list[FlushRequest]) -> None:
+        # Wallets in id order (stable: one wallet's batches keep theirs), so two instances' flush
+        # transactions take row locks in the same order and cannot deadlock.
+        requests.sort(key=lambda r: r.batch.wallet_id)
         try:
             conflicts = await self._apply([r.batch for r in requests])
         except asyncio.CancelledError:
             for request in requests:
-                request.actor.tell(Flushed(FlushResult.FAILED, RuntimeError("writer stopped")))
+                _tell(request, Flushed(FlushResult.FAILED, RuntimeError("writer stopped"), request.token))
             raise
         except Exception as exc:  # the transaction did not commit, or we cannot know
             log.warning("flush of %d wallet batches failed: %r", len(requests), exc)
             self.stats.failures += 1
             for request in requests:
-                request.actor.tell(Flushed(FlushResult.FAILED, exc))
+                _tell(request, Flushed(FlushResult.FAILED, exc, request.token))
             return
         stats = self.stats
         stats.transactions += 1
@@ -105,14 +116,22 @@ class FlushWriter:
         stats.version_conflicts += len(conflicts)
         for position, request in enumerate(requests):
             if position in conflicts:
-                request.actor.tell(Flushed(FlushResult.CONFLICT))
+                _tell(request, Flushed(FlushResult.CONFLICT, None, request.token))
                 continue
             stats.commands += len(request.answers)
             for envelope, reply in request.answers:
                 envelope.answer_on_loop(reply)
-            request.actor.tell(Flushed(FlushResult.COMMITTED))
+            _tell(request, Flushed(FlushResult.COMMITTED, None, request.token))
             if self._after_commit is not None:
                 try:
                     self._after_commit(request.batch)
                 except Exception:
                     log.exception("after-commit hook failed")
+
+
+def _tell(request: FlushRequest, message: Flushed) -> None:
+    """An actor that failed meanwhile must not stop the answers to the others."""
+    try:
+        request.actor.tell(message)
+    except pykka.ActorDeadError:
+        log.warning("flush result for a stopped wallet actor (%s) dropped", request.batch.wallet_id)

@@ -52,6 +52,12 @@ class WalletId(fields.String):
         return text
 
 
+def _no_nul(text: str) -> None:
+    """PostgreSQL text and jsonb cannot hold U+0000: refuse it here, not in the flush."""
+    if "\x00" in text:
+        raise ValidationError("must not contain the character U+0000")
+
+
 class _Strict(Schema):
     """A request body: unknown fields are refused (additionalProperties: false in the document)."""
 
@@ -77,7 +83,7 @@ class TransferRequest(_Strict):
 
 
 class LifecycleRequest(_Strict):
-    reason = fields.String(load_default="", validate=validate.Length(max=500))
+    reason = fields.String(load_default="", validate=[validate.Length(max=500), _no_nul])
 
 
 class LimitsRequest(_Strict):

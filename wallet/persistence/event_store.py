@@ -13,7 +13,7 @@ import orjson
 
 from wallet.domain.events import Event, EventType
 from wallet.domain.wallet import WalletState, WalletStatus
-from wallet.persistence.records import WalletBatch
+from wallet.persistence.records import StoredWallet, WalletBatch
 
 
 def _batch_json(batch: WalletBatch) -> dict[str, Any]:
@@ -21,6 +21,8 @@ def _batch_json(batch: WalletBatch) -> dict[str, Any]:
     return {
         "w": batch.wallet_id,
         "ev": batch.expected_version,
+        "pe": batch.previous_event_id,
+        "le": batch.last_event_id,
         "s": None
         if state is None or not batch.events
         else {
@@ -59,6 +61,11 @@ def _batch_json(batch: WalletBatch) -> dict[str, Any]:
     }
 
 
+def _uuid(value: Any) -> uuid.UUID | None:
+    """asyncpg's own UUID type as the standard one (orjson writes only the latter)."""
+    return None if value is None else uuid.UUID(bytes=value.bytes)
+
+
 def encode_batches(batches: Sequence[WalletBatch]) -> str:
     # orjson: a third of the CPU of json.dumps here, and it writes UUIDs and datetimes itself.
     return orjson.dumps([_batch_json(b) for b in batches]).decode()
@@ -89,27 +96,30 @@ class EventStore:
         while self._held:
             await self._pool.release(self._held.pop())
 
-    async def load(self, wallet_id: str) -> WalletState | None:
+    async def load(self, wallet_id: str) -> StoredWallet | None:
         return (await self.load_many([wallet_id])).get(wallet_id)
 
-    async def load_many(self, wallet_ids: Sequence[str]) -> dict[str, WalletState]:
-        """The current states of the wallets that exist, by id (one query for all)."""
+    async def load_many(self, wallet_ids: Sequence[str]) -> dict[str, StoredWallet]:
+        """The stored wallets among ``wallet_ids``, by id (one query for all)."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT id, currency, balance, version, status, daily_withdrawal_limit,"
-                " outflow_day, outflow_today FROM wallets WHERE id = ANY($1::text[])",
+                " outflow_day, outflow_today, last_event_id FROM wallets WHERE id = ANY($1::text[])",
                 list(wallet_ids),
             )
         return {
-            row["id"]: WalletState(
-                wallet_id=row["id"],
-                currency=row["currency"],
-                balance=row["balance"],
-                version=row["version"],
-                status=WalletStatus(row["status"]),
-                daily_limit=row["daily_withdrawal_limit"],
-                outflow_day=row["outflow_day"],
-                outflow_today=row["outflow_today"],
+            row["id"]: StoredWallet(
+                WalletState(
+                    wallet_id=row["id"],
+                    currency=row["currency"],
+                    balance=row["balance"],
+                    version=row["version"],
+                    status=WalletStatus(row["status"]),
+                    daily_limit=row["daily_withdrawal_limit"],
+                    outflow_day=row["outflow_day"],
+                    outflow_today=row["outflow_today"],
+                ),
+                _uuid(row["last_event_id"]),
             )
             for row in rows
         }

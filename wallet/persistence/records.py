@@ -33,7 +33,8 @@ class IdempotencyRecord:
 
 @dataclass(frozen=True, slots=True)
 class WalletBatch:
-    """One wallet's share of a flush: written atomically, checked against ``expected_version``."""
+    """One wallet's share of a flush: written atomically, and only on the state it was decided on,
+    named by ``expected_version`` and ``previous_event_id`` (the wallet's last event before it)."""
 
     wallet_id: str
     expected_version: int
@@ -41,3 +42,18 @@ class WalletBatch:
     events: tuple[StoredEvent, ...]
     keys: tuple[IdempotencyRecord, ...]
     saga_transitions: tuple[SagaTransition, ...] = ()
+    previous_event_id: uuid.UUID | None = None
+
+    @property
+    def last_event_id(self) -> uuid.UUID | None:
+        """The wallet's last event id once this batch is written."""
+        return self.events[-1].id if self.events else self.previous_event_id
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWallet:
+    """A wallet as stored: its state and the id of its last event (None before any, or for rows
+    written before migration 0004)."""
+
+    state: WalletState
+    last_event_id: uuid.UUID | None

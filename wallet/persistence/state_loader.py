@@ -1,13 +1,13 @@
-"""Loads wallet states for actors, many per query: concurrent first touches share one round trip."""
+"""Loads stored wallets for actors, many per query: concurrent first touches share one round trip."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from wallet.domain.wallet import WalletState
+from wallet.persistence.records import StoredWallet
 
-LoadMany = Callable[[Sequence[str]], Awaitable[dict[str, WalletState]]]
+LoadMany = Callable[[Sequence[str]], Awaitable[dict[str, StoredWallet]]]
 
 
 class BatchedStateLoader:
@@ -16,11 +16,11 @@ class BatchedStateLoader:
     def __init__(self, load_many: LoadMany, *, max_batch: int = 500) -> None:
         self._load_many = load_many
         self._max_batch = max_batch
-        self._waiting: dict[str, list[asyncio.Future[WalletState | None]]] = {}
+        self._waiting: dict[str, list[asyncio.Future[StoredWallet | None]]] = {}
         self._worker: asyncio.Task[None] | None = None
 
-    async def load(self, wallet_id: str) -> WalletState | None:
-        future: asyncio.Future[WalletState | None] = asyncio.get_running_loop().create_future()
+    async def load(self, wallet_id: str) -> StoredWallet | None:
+        future: asyncio.Future[StoredWallet | None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(wallet_id, []).append(future)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._drain())

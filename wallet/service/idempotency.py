@@ -77,7 +77,17 @@ class IdempotencyGate:
             self._settle(key.key, settled, reply)
             return reply
         sent = send()
-        sent.add_done_callback(lambda done: self._settle(key.key, settled, done.result()))
+
+        def on_sent(done: asyncio.Future[Reply]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                if not done.cancelled():
+                    log.warning("request with X-Request-ID failed: %r", done.exception())
+                reply = render(Refused(503, "ServiceUnavailableError", "request failed; retry"))
+            else:
+                reply = done.result()
+            self._settle(key.key, settled, reply)  # the key is never left stuck in flight
+
+        sent.add_done_callback(on_sent)
         return await self._wait(settled, render, duplicate=False)
 
     async def _wait(self, future: asyncio.Future[Reply], render: Render, *, duplicate: bool) -> Reply:
