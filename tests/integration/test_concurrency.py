@@ -33,3 +33,27 @@ async def test_1000_concurrent_deposits_of_a_cent_on_a_new_wallet(client, db, wa
     assert await balance_cents(db, wallet_id) == 1000
     assert await versions(db, wallet_id) == list(range(1, 1002))  # WALLET_CREATED + 1000 deposits
     await assert_projection_matches_events(db, wallet_id)
+
+
+async def test_pipelined_flushes_keep_a_hot_wallet_exact(aiohttp_client, settings, db, wallet_id):
+    """Two batches in flight per wallet (FLUSH_PIPELINE_DEPTH=2): same guarantees."""
+    from dataclasses import replace
+
+    from wallet.http.app import create_app
+    from wallet.service import WalletService
+
+    service = WalletService(replace(settings, flush_pipeline_depth=2), name="pipelined")
+    await service.start(run_migrations=False)
+    try:
+        client = await aiohttp_client(create_app(service))
+        await post(client, f"/v1/wallet/{wallet_id}/deposit", {"amount": 100})
+        results = await asyncio.gather(
+            *(post(client, f"/v1/wallet/{wallet_id}/withdraw", {"amount": 1}) for _ in range(150)),
+            *(post(client, f"/v1/wallet/{wallet_id}/deposit", {"amount": 0.01}) for _ in range(300)),
+        )
+        withdrawn = sum(1 for status, body in results[:150] if status == 200)
+        assert {status for status, _ in results[150:]} == {200}
+        assert await balance_cents(db, wallet_id) == 10000 - withdrawn * 100 + 300
+        await assert_projection_matches_events(db, wallet_id)
+    finally:
+        await service.stop()

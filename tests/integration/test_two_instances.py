@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
+
+import pytest
 
 from tests.helpers import assert_projection_matches_events, balance_cents, post
 from wallet.http.app import create_app
 from wallet.service import WalletService
 
 
-async def test_no_lost_update_across_instances(aiohttp_client, settings, db, wallet_id):
+@pytest.mark.parametrize("depth", [1, 2])
+async def test_no_lost_update_across_instances(aiohttp_client, settings, db, wallet_id, depth):
+    settings = replace(settings, flush_pipeline_depth=depth)  # 2: two batches in flight per wallet
     a = WalletService(settings, name="inst-a")
     b = WalletService(settings, name="inst-b")
     await a.start(run_migrations=False)

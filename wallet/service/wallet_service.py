@@ -83,6 +83,7 @@ class WalletService:
             idempotency=self.idempotency_store,
             sagas=self.saga_store,
             submit=self.writer.submit,
+            max_flights=s.flush_pipeline_depth,
         )
         self.directory = WalletDirectory(
             self.loop,
