@@ -117,10 +117,6 @@ class LoopActor(pykka.Actor):
         self._started = False
         self.actor_inbox.schedule()  # type: ignore[attr-defined]
 
-    @property
-    def mailbox_size(self) -> int:
-        return self.actor_inbox.qsize()  # type: ignore[attr-defined, no-any-return]
-
     def _turn(self) -> None:
         if not self._started:
             self._started = True

@@ -107,10 +107,6 @@ class TransferCoordinator(LoopActor):
         self._faults = faults or Faults()
         self._running: dict[str, _Run] = {}
 
-    @property
-    def in_progress(self) -> int:
-        return len(self._running)
-
     def on_receive(self, message: Any) -> None:
         try:
             if isinstance(message, StepReply):

@@ -46,7 +46,6 @@ class FlushWriter:
         self._loop = loop
         self._loop_thread = threading.get_ident()  # made on the loop it serves
         self._apply = apply
-        self._concurrency = concurrency
         self._max_wallets = max_wallets
         self._after_commit = after_commit
         # One queue per worker; a wallet always goes to the same one. So a wallet's next batch is

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
-from datetime import UTC
 from typing import Any
 
 import asyncpg
 import orjson
 
-from wallet.domain.events import Event, EventType
 from wallet.domain.wallet import WalletState, WalletStatus
 from wallet.persistence.records import StoredWallet, WalletBatch
 
@@ -130,22 +127,3 @@ class EventStore:
                 "SELECT EXISTS (SELECT 1 FROM wallet_events WHERE id = ANY($1::uuid[]))", list(event_ids)
             )
         return bool(found)
-
-    async def events(self, wallet_id: str) -> list[Event]:
-        """Every event of a wallet, oldest first (for audits and tests; the actors never replay)."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT event_type, amount, metadata, created_at FROM wallet_events"
-                " WHERE wallet_id = $1 ORDER BY version",
-                wallet_id,
-            )
-        return [
-            Event(
-                type=EventType(r["event_type"]),
-                wallet_id=wallet_id,
-                occurred_at=r["created_at"].astimezone(UTC),
-                amount=r["amount"],
-                metadata=json.loads(r["metadata"]),
-            )
-            for r in rows
-        ]

@@ -27,7 +27,6 @@ from wallet.persistence.db import create_pool
 from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.migrations import migrate
-from wallet.persistence.read_model import WalletReadModel
 from wallet.persistence.read_side import ReadSide, open_read_side
 from wallet.persistence.saga_store import SagaStore
 from wallet.persistence.state_loader import BatchedStateLoader
@@ -63,7 +62,6 @@ class WalletService:
         )
         self.event_store = EventStore(self.pool)
         self.idempotency_store = IdempotencyStore(self.pool)
-        self.read_model = WalletReadModel(self.pool)
         self.saga_store = SagaStore(self.pool)
         # Redis (balance cache, rate limits), replica pools; reads go cache -> replica -> primary.
         self.read_side: ReadSide = await open_read_side(s, self.name, self.pool)
