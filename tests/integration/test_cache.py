@@ -19,7 +19,7 @@ from wallet.domain.wallet import WalletState
 from wallet.persistence.balance_cache import PUT_IF_NEWER, BalanceCache, create_redis, view_json
 from wallet.persistence.read_model import WalletView
 from wallet.persistence.records import WalletBatch
-from wallet.persistence.redis_mget import MgetConnection, RedisReplyError
+from wallet.persistence.redis_lean import LeanConnection, LuaScript, RedisReplyError
 
 
 async def _cached(redis: Redis, key: str) -> bytes | None:
@@ -224,7 +224,7 @@ async def test_the_lean_mget_connection_authenticates_selects_and_recovers():
     async with redis_process("--requirepass", "s3cret") as private:
         url = f"redis://:s3cret@127.0.0.1:{private.port}/3"
         writer = Redis.from_url(url)
-        reader = MgetConnection(url, timeout_seconds=0.5)
+        reader = LeanConnection(url, timeout_seconds=0.5)
         try:
             await writer.set("k1", b"1|one")
             assert await reader.mget(["k1", "k2"]) == [b"1|one", None]
@@ -235,7 +235,7 @@ async def test_the_lean_mget_connection_authenticates_selects_and_recovers():
             await writer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
             await asyncio.sleep(0.1)
             assert await reader.mget(["k1"]) == [b"1|one"]
-            wrong = MgetConnection(f"redis://:nope@127.0.0.1:{private.port}/3", timeout_seconds=0.5)
+            wrong = LeanConnection(f"redis://:nope@127.0.0.1:{private.port}/3", timeout_seconds=0.5)
             with pytest.raises(RedisReplyError):
                 await wrong.mget(["k1"])
             await wrong.close()
@@ -244,9 +244,29 @@ async def test_the_lean_mget_connection_authenticates_selects_and_recovers():
             await writer.aclose()
 
 
+async def test_the_lean_connection_runs_the_guarded_write_after_redis_forgets_the_script():
+    async with redis_process() as private:
+        url = f"redis://127.0.0.1:{private.port}/0"
+        admin = Redis.from_url(url)
+        lean = LeanConnection(url, timeout_seconds=0.5)
+        script = LuaScript.of(PUT_IF_NEWER)
+        try:
+            assert await lean.run_script(script, ["w"], [60, 2, b"2|two"]) == 1  # NOSCRIPT, then EVAL
+            assert await lean.run_script(script, ["w"], [60, 1, b"1|one"]) == 0  # EVALSHA; older loses
+            await admin.script_flush()
+            assert await lean.run_script(script, ["w"], [60, 3, b"3|three"]) == 1
+            assert await admin.get("w") == b"3|three"
+            with pytest.raises(RedisReplyError):  # an error reply leaves the connection usable
+                await lean.run_script(LuaScript.of("return redis.call('NOPE')"), [], [])
+            assert await lean.mget(["w"]) == [b"3|three"]
+        finally:
+            await lean.close()
+            await admin.aclose()
+
+
 async def test_the_lean_mget_connection_times_out_on_a_hung_server():
     async with silent_server() as port:
-        reader = MgetConnection(f"redis://127.0.0.1:{port}/0", timeout_seconds=0.2)
+        reader = LeanConnection(f"redis://127.0.0.1:{port}/0", timeout_seconds=0.2)
         started = time.monotonic()
         with pytest.raises(TimeoutError):
             await reader.mget(["k"])

@@ -7,6 +7,8 @@ import uuid
 from collections import Counter
 
 from tests.helpers import assert_projection_matches_events, balance_cents, post
+from wallet.domain.saga import SagaState
+from wallet.persistence.saga_store import SagaRecord
 
 
 async def fund(client, wallet_id, amount):
@@ -142,3 +144,39 @@ async def test_transfer_idempotency(client, db, wallet_id):
     )
     assert (status, error["error"]) == (422, "IdempotencyKeyReuseError")
     assert await balance_cents(db, wallet_id) == 700
+
+
+async def test_concurrent_saga_creates_share_a_statement_and_respect_request_keys(service, db):
+    store = service.saga_store
+    taken = f"k-{uuid.uuid4()}"
+    first = await store.create(_saga("a", "b", request_key=taken))
+
+    def sagas() -> list[SagaRecord]:
+        fresh = [_saga(f"a{n}", f"b{n}") for n in range(20)]
+        shared = f"k-{uuid.uuid4()}"
+        return [*fresh, *(_saga("a", "b", request_key=shared) for _ in range(3)), _saga("x", "y", taken)]
+
+    batch = sagas()
+    stored = await asyncio.gather(*(store.create(s) for s in batch))
+    assert [r.id for r in stored[:20]] == [s.id for s in batch[:20]]  # each new saga is itself
+    assert all(r.state is SagaState.PENDING and r.created_at is not None for r in stored)
+    shared_ids = {r.id for r in stored[20:23]}
+    assert len(shared_ids) == 1 and shared_ids <= {s.id for s in batch[20:23]}  # the first one wins
+    assert stored[23].id == first.id  # a key taken earlier: its saga, not a new one
+    rows = await db.fetchval(
+        "SELECT count(*) FROM transfer_sagas WHERE id = ANY($1::uuid[])", [s.id for s in batch]
+    )
+    assert rows == 21
+
+
+def _saga(source: str, destination: str, request_key: str | None = None) -> SagaRecord:
+    return SagaRecord(
+        id=str(uuid.uuid4()),
+        from_wallet_id=source,
+        to_wallet_id=destination,
+        amount=1,
+        currency=None,
+        state=SagaState.PENDING,
+        request_key=request_key,
+        request_fingerprint="f" if request_key else None,
+    )

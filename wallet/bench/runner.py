@@ -49,7 +49,7 @@ class Options:
     duration: float = 10.0
     connections: int = 64
     threads: int = 1
-    workloads: tuple[str, ...] = ("ceiling", "hot", "spread", "reads")
+    workloads: tuple[str, ...] = ("ceiling", "hot", "spread", "reads", "transfers")
     wallets: int = 10_000
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     port_base: int = 18080

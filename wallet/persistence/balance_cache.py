@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from wallet.domain.money import to_json_number
 from wallet.persistence.records import WalletBatch
-from wallet.persistence.redis_mget import mget_reader
+from wallet.persistence.redis_lean import LuaScript, lean_redis
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ for i, key in ipairs(KEYS) do
 end
 return written
 """
+
+_PUT_IF_NEWER_SCRIPT = LuaScript.of(PUT_IF_NEWER)
 
 MAX_READS_IN_FLIGHT = 2
 MAX_WRITE = 512  # views per script call (a backlog is written in rounds)
@@ -80,7 +82,7 @@ class WalletLike(Protocol):
 def view_json(state: WalletLike) -> bytes:
     """The wallet as the JSON body of ``GET /v1/wallet/{id}`` (compact, exact amounts)."""
     limit = state.daily_limit
-    return json.dumps(
+    return orjson.dumps(
         {
             "walletId": state.wallet_id,
             "balance": to_json_number(state.balance),
@@ -88,9 +90,8 @@ def view_json(state: WalletLike) -> bytes:
             "status": str(state.status),
             "version": state.version,
             "dailyWithdrawalLimit": None if limit is None else to_json_number(limit),
-        },
-        separators=(",", ":"),
-    ).encode()
+        }
+    )
 
 
 def create_redis(url: str, *, timeout_seconds: float, max_connections: int = 64) -> Redis:
@@ -142,12 +143,11 @@ class BalanceCache:
         timeout_seconds: float = 0.5,
     ) -> None:
         self._redis = redis
-        # Lookups go through a lean pipelined MGET connection when ``url`` allows it.
-        self._mget, self._close_mget = mget_reader(url or "", redis, timeout_seconds=timeout_seconds)
+        # Lookups and guarded writes go through a lean pipelined connection when ``url`` allows it.
+        self._lean = lean_redis(url or "", redis, timeout_seconds=timeout_seconds)
         self._loop = loop
         self._prefix = f"{prefix}:balance:"
         self._ttl = ttl_seconds
-        self._put = redis.register_script(PUT_IF_NEWER)
         self.breaker = Breaker("redis balance cache")
         # Committed here, not yet in Redis: served to reads until the write lands.
         self._pending: dict[str, WalletLike] = {}
@@ -238,7 +238,7 @@ class BalanceCache:
             if dirty:
                 await self._redis.delete(*(self._prefix + w for w in dirty))
             if keys:
-                await self._put(keys=keys, args=args)
+                await self._lean.run_script(_PUT_IF_NEWER_SCRIPT, keys, args)
         except Exception as exc:
             self.breaker.failed(exc)
             self._purge_all = self._purge_all or purge_all
@@ -317,7 +317,7 @@ class BalanceCache:
                 wallet_ids = list(batch)
                 self.read_batches += 1
                 try:
-                    values = await self._mget([self._prefix + w for w in wallet_ids])
+                    values = await self._lean.mget([self._prefix + w for w in wallet_ids])
                 except Exception as exc:
                     self.breaker.failed(exc)
                     values = [None] * len(wallet_ids)
@@ -353,4 +353,4 @@ class BalanceCache:
                 if not future.done():
                     future.set_result(None)
         self._read_waiters.clear()
-        await self._close_mget()
+        await self._lean.close()

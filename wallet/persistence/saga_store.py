@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from wallet.domain.saga import SagaState
+from wallet.persistence.grouped import GroupedCalls
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,27 +43,49 @@ def _record(row: asyncpg.Record) -> SagaRecord:
 class SagaStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._create_grouped = GroupedCalls(self.create_many)
 
     async def create(self, saga: SagaRecord) -> SagaRecord:
-        """Insert a PENDING saga; if its request key is taken, return the saga that holds it."""
+        """Insert a PENDING saga; if its request key is taken, return the saga that holds it.
+        Concurrent creates share one statement and one commit (``create_many``)."""
+        return await self._create_grouped(saga)
+
+    async def create_many(self, sagas: list[SagaRecord]) -> list[SagaRecord]:
+        """Insert PENDING sagas in one statement; for each, the stored saga (the one already
+        holding its request key, if that was taken)."""
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
+            rows = await conn.fetch(
                 "INSERT INTO transfer_sagas (id, from_wallet_id, to_wallet_id, amount, state,"
-                " request_key, request_fingerprint) VALUES ($1::uuid, $2, $3, $4, 'PENDING', $5, $6)"
+                " request_key, request_fingerprint)"
+                " SELECT id, from_wallet_id, to_wallet_id, amount, 'PENDING',"
+                " request_key, request_fingerprint"
+                " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])"
+                " AS s(id, from_wallet_id, to_wallet_id, amount, request_key, request_fingerprint)"
                 f" ON CONFLICT (request_key) DO NOTHING RETURNING {_COLUMNS}",
-                saga.id,
-                saga.from_wallet_id,
-                saga.to_wallet_id,
-                saga.amount,
-                saga.request_key,
-                saga.request_fingerprint,
+                [s.id for s in sagas],
+                [s.from_wallet_id for s in sagas],
+                [s.to_wallet_id for s in sagas],
+                [s.amount for s in sagas],
+                [s.request_key for s in sagas],
+                [s.request_fingerprint for s in sagas],
             )
-            if row is None:
-                row = await conn.fetchrow(
-                    f"SELECT {_COLUMNS} FROM transfer_sagas WHERE request_key = $1", saga.request_key
+            stored = {row["id"]: _record(row) for row in rows}
+            taken = [s.request_key for s in sagas if s.id not in stored and s.request_key is not None]
+            holders: dict[str, SagaRecord] = {}
+            if taken:
+                existing = await conn.fetch(
+                    f"SELECT {_COLUMNS} FROM transfer_sagas WHERE request_key = ANY($1::text[])", taken
                 )
-        assert row is not None
-        return _record(row)
+                holders = {row["request_key"]: _record(row) for row in existing}
+        results = []
+        for saga in sagas:
+            record = stored.get(saga.id)
+            if record is None and saga.request_key is not None:
+                record = holders.get(saga.request_key)
+            if record is None:
+                raise RuntimeError(f"saga {saga.id} neither inserted nor found by its request key")
+            results.append(record)
+        return results
 
     async def get(self, saga_id: str) -> SagaRecord | None:
         async with self._pool.acquire() as conn:

@@ -1,10 +1,11 @@
-"""A lean read path to Redis for the balance cache: one TCP connection that only sends ``MGET``,
-pipelined, its replies parsed by hiredis (the parser redis-py itself uses when installed).
+"""A lean path to Redis for the balance cache's two hot commands: one TCP connection that sends
+``MGET`` (lookups) and ``EVALSHA`` (the guarded write-through), pipelined, its replies parsed by
+hiredis (the parser redis-py itself uses when installed).
 
-Why not redis-py's client for this one command: a ``MGET`` through ``Redis.mget`` costs about
-100 µs of CPU (connection pool, retry and observability layers), through this about 25 µs; on the
-balance read path, the hottest GET, that is several microseconds per request. Everything else
-(the guarded writes, rate limits, health checks) uses redis-py.
+Why not redis-py's client for these: a ``MGET`` through ``Redis.mget`` costs about 100 µs of CPU
+(connection pool, retry and observability layers), through this about 25 µs; a script call through
+``AsyncScript`` was 5% of the service's CPU in a py-spy profile of transfers. Everything else
+(rate limits, health checks, deletions after an outage) uses redis-py.
 
 Plain ``redis://`` URLs only (host, port, database, optional user and password); for others
 (TLS, unix sockets) ``mget_reader`` returns redis-py's ``mget``. Any failure (refused, timeout,
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -30,6 +33,35 @@ except ImportError:  # pragma: no cover - hiredis is a dependency; redis-py work
 
 Mget = Callable[[Sequence[str]], Awaitable[list[Any]]]
 Close = Callable[[], Awaitable[None]]
+Arg = bytes | str | int
+
+
+@dataclass(frozen=True, slots=True)
+class LuaScript:
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> LuaScript:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())
+
+
+RunScript = Callable[[LuaScript, Sequence[str], Sequence[Arg]], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class LeanRedis:
+    """The balance cache's view of Redis: lookups, guarded writes, and closing."""
+
+    mget: Mget
+    run_script: RunScript
+    close: Close
+
+
+def _encode(arg: Arg) -> bytes:
+    if isinstance(arg, bytes):
+        return arg
+    return str(arg).encode()
 
 
 class RedisReplyError(Exception):
@@ -92,7 +124,7 @@ class _Protocol(asyncio.Protocol):
             self.transport.abort()
 
 
-class MgetConnection:
+class LeanConnection:
     def __init__(self, url: str, *, timeout_seconds: float) -> None:
         parts = urlsplit(url)
         self._host = parts.hostname or "127.0.0.1"
@@ -105,17 +137,33 @@ class MgetConnection:
         self._connecting: asyncio.Lock | None = None
 
     async def mget(self, keys: Sequence[str]) -> list[Any]:
+        reply: list[Any] = await self.execute(encode_command(b"MGET", *(k.encode() for k in keys)))
+        return reply
+
+    async def run_script(self, script: LuaScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """``EVALSHA``; if Redis does not know the script yet (``NOSCRIPT``), ``EVAL`` (which also
+        caches it in Redis)."""
+        tail = [str(len(keys)).encode(), *(k.encode() for k in keys), *(_encode(a) for a in args)]
+        try:
+            return await self.execute(encode_command(b"EVALSHA", script.sha.encode(), *tail))
+        except RedisReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await self.execute(encode_command(b"EVAL", script.source.encode(), *tail))
+
+    async def execute(self, command: bytes) -> Any:
+        """Send one encoded command; its reply (an error reply raises ``RedisReplyError``)."""
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connect()
-        command = encode_command(b"MGET", *(k.encode() for k in keys))
         try:
             async with asyncio.timeout(self._timeout):
-                reply: list[Any] = await protocol.call(command)
+                return await protocol.call(command)
+        except RedisReplyError:
+            raise  # the stream is still in step
         except BaseException:
             self._drop(protocol)
             raise
-        return reply
 
     async def _connect(self) -> _Protocol:
         if self._connecting is None:
@@ -153,16 +201,24 @@ class MgetConnection:
         await asyncio.sleep(0)  # let the transport finish closing
 
 
-def mget_reader(url: str, redis: Redis, *, timeout_seconds: float) -> tuple[Mget, Close]:
-    """The fastest ``MGET`` available for ``url``, and how to close it."""
+def lean_redis(url: str, redis: Redis, *, timeout_seconds: float) -> LeanRedis:
+    """The leanest client available for ``url``: a ``LeanConnection``, or redis-py for URLs it
+    does not handle."""
     if hiredis is not None and urlsplit(url).scheme == "redis":
-        connection = MgetConnection(url, timeout_seconds=timeout_seconds)
-        return connection.mget, connection.close
+        connection = LeanConnection(url, timeout_seconds=timeout_seconds)
+        return LeanRedis(connection.mget, connection.run_script, connection.close)
+    scripts: dict[str, Any] = {}
 
     async def client_mget(keys: Sequence[str]) -> list[Any]:
         return await redis.mget(list(keys))
 
+    async def client_run_script(script: LuaScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        registered = scripts.get(script.sha)
+        if registered is None:
+            registered = scripts[script.sha] = redis.register_script(script.source)
+        return await registered(keys=list(keys), args=list(args))
+
     async def nothing() -> None:
         return None
 
-    return client_mget, nothing
+    return LeanRedis(client_mget, client_run_script, nothing)
