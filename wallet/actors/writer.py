@@ -113,19 +113,31 @@ class FlushWriter:
         stats.transactions += 1
         stats.wallet_batches += len(requests)
         stats.version_conflicts += len(conflicts)
+        committed: list[FlushRequest] = []
         for position, request in enumerate(requests):
             if position in conflicts:
                 _tell(request, Flushed(FlushResult.CONFLICT, None, request.token))
                 continue
             stats.commands += len(request.answers)
-            for envelope, reply in request.answers:
-                envelope.answer_on_loop(reply)
+            committed.append(request)
             _tell(request, Flushed(FlushResult.COMMITTED, None, request.token))
             if self._after_commit is not None:
                 try:
                     self._after_commit(request.batch)
                 except Exception:
                     log.exception("after-commit hook failed")
+        # The actors hear first, the clients a moment later: each actor's turn (scheduled by the
+        # tell above) sends its next batch, which this worker picks up before the answers'
+        # request tasks run. So the database writes the next batch while Python writes the
+        # responses, instead of waiting for them (a 4-5 ms gap per hot-wallet flush, measured).
+        if committed:
+            self._loop.call_soon(_answer, committed)
+
+
+def _answer(committed: list[FlushRequest]) -> None:
+    for request in committed:
+        for envelope, reply in request.answers:
+            envelope.answer_on_loop(reply)
 
 
 def _tell(request: FlushRequest, message: Flushed) -> None:
