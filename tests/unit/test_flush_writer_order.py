@@ -57,7 +57,9 @@ async def test_the_next_batch_is_applied_before_the_previous_answers_go_out():
     waiting.append(_request(log, actor, 2))
     writer.start()
     writer.submit(_request(log, actor, 1))
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5):
+        while sum(e.startswith("answer") for e in log) < 6:
+            await asyncio.sleep(0.001)
     await writer.stop()
     assert log[:3] == ["apply 1", "flushed 1", "apply 2"]
     assert log.index("apply 2") < log.index("answer 1.0")

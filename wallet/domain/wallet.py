@@ -90,16 +90,30 @@ def evolve(state: WalletState | None, event: Event) -> WalletState:
     amount = event.amount or 0
     version = state.version + 1
     match event.type:
+        # Money in and out spell the constructor out: a third of the cost of ``replace`` (the
+        # hot-wallet path evolves one state per request).
         case EventType.FUNDS_DEPOSITED | EventType.TRANSFER_CREDITED:
-            return replace(state, balance=state.balance + amount, version=version)
+            return WalletState(
+                state.wallet_id,
+                state.currency,
+                state.balance + amount,
+                version,
+                state.status,
+                state.daily_limit,
+                state.outflow_day,
+                state.outflow_today,
+            )
         case EventType.FUNDS_WITHDRAWN | EventType.TRANSFER_DEBITED:
             day = event.occurred_at.date()
-            return replace(
-                state,
-                balance=state.balance - amount,
-                version=version,
-                outflow_day=day,
-                outflow_today=state.outflow_on(day) + amount,
+            return WalletState(
+                state.wallet_id,
+                state.currency,
+                state.balance - amount,
+                version,
+                state.status,
+                state.daily_limit,
+                day,
+                state.outflow_on(day) + amount,
             )
         case EventType.TRANSFER_COMPENSATED:
             day = event.occurred_at.date()
