@@ -13,9 +13,10 @@ from wallet.http.app import create_app
 from wallet.service import WalletService
 
 
-@pytest.mark.parametrize("depth", [1, 2])
-async def test_no_lost_update_across_instances(aiohttp_client, settings, db, wallet_id, depth):
-    settings = replace(settings, flush_pipeline_depth=depth)  # 2: two batches in flight per wallet
+@pytest.mark.parametrize(("depth", "writers"), [(1, 1), (2, 2)])
+async def test_no_lost_update_across_instances(aiohttp_client, settings, db, wallet_id, depth, writers):
+    # depth 2: two batches in flight per wallet; writers 2: two flush transactions at once
+    settings = replace(settings, flush_pipeline_depth=depth, writer_concurrency=writers)
     a = WalletService(settings, name="inst-a")
     b = WalletService(settings, name="inst-b")
     await a.start(run_migrations=False)
