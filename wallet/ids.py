@@ -16,6 +16,16 @@ _prefix = f"{_random.getrandbits(48):012x}"
 _counter = itertools.count(1)
 
 
+def _reseed() -> None:
+    """A forked child must not repeat its parent's sequence (the same event ids twice)."""
+    global _prefix
+    _random.seed(os.urandom(32))
+    _prefix = f"{_random.getrandbits(48):012x}"
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
 def new_uuid() -> uuid.UUID:
     """A random (version 4) UUID: 122 random bits, unique for all practical purposes."""
     return uuid.UUID(int=(_random.getrandbits(128) & _CLEAR) | _VERSION_4 | _VARIANT)
