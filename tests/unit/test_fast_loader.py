@@ -3,7 +3,7 @@
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
@@ -14,7 +14,7 @@ from wallet.http.schemas import (
     TransferRequest,
     WithdrawRequest,
 )
-from wallet.http.validation import FastLoader
+from wallet.http.validation import _DECODER, FastLoader
 
 SCHEMAS = [DepositRequest, WithdrawRequest, TransferRequest, LifecycleRequest, LimitsRequest]
 values = st.one_of(
@@ -49,3 +49,43 @@ def test_same_results_as_marshmallow(schema_class, body):
 def test_examples():
     assert FastLoader(DepositRequest()).load({"amount": Decimal("0.10")}) == {"amount": 10}
     assert FastLoader(LifecycleRequest()).load({}) == {"reason": ""}
+
+
+whitespace = st.sampled_from(["", "", "", "", " ", "\n", "\t", "\r", "\x0c"])  # mostly JSON whitespace
+amount_texts = st.one_of(
+    st.from_regex(r"-?[0-9]{1,14}(\.[0-9]{1,3})?([eE][+-]?[0-9])?", fullmatch=True),
+    st.from_regex(r"[1-9][0-9]{0,12}(\.[0-9]{1,2})?", fullmatch=True),
+    st.decimals(allow_nan=False, allow_infinity=False, places=3).map(str),
+    st.sampled_from(["0", "00", "01", "1.", ".5", "1..2", "0.00", "1000000000000", "1000000000000.01"]),
+)
+raw_bodies = st.builds(
+    lambda ws, amount, quoted, extra: (
+        f'{ws[0]}{{{ws[1]}"amount"{ws[2]}:{ws[3]}{chr(34) if quoted else ""}{amount}'
+        f"{chr(34) if quoted else ''}{ws[4]}{extra}}}{ws[5]}"
+    ).encode(),
+    st.lists(whitespace, min_size=6, max_size=6),
+    amount_texts,
+    st.booleans(),
+    st.sampled_from(["", "", "", ', "currency": "EUR"', ', "other": 1']),
+)
+
+
+@pytest.mark.parametrize("schema_class", SCHEMAS)
+@settings(max_examples=300, deadline=None)
+@given(raw=raw_bodies)
+def test_the_amount_only_shortcut_agrees_with_the_full_path(schema_class, raw):
+    """Where the shortcut answers, the JSON decoder and the schema give the same result."""
+    loader = FastLoader(schema_class())
+    shortcut = loader.load_amount_only(raw)
+    if shortcut is None:
+        return
+    assert outcome(loader, _DECODER.decode(raw.decode())) == ("ok", shortcut)
+
+
+def test_the_shortcut_answers_the_bench_and_client_bodies():
+    deposit = FastLoader(DepositRequest())
+    assert deposit.load_amount_only(b'{"amount": 0.01}') == {"amount": 1}
+    assert deposit.load_amount_only(b'{"amount":"12.50"}') == {"amount": 1250}
+    assert deposit.load_amount_only(b'{"amount": 01}') is None  # not JSON: the decoder refuses it
+    assert deposit.load_amount_only(b'{"amount": 0.001}') is None  # refused: the full path's message
+    assert FastLoader(TransferRequest()).load_amount_only(b'{"amount": 1}') is None  # toWalletId missing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -10,8 +11,9 @@ from aiohttp import web
 from marshmallow import Schema, missing
 from marshmallow import ValidationError as SchemaError
 
+from wallet.domain.money import AmountError, parse_amount
 from wallet.http.errors import validation_error
-from wallet.http.schemas import WALLET_ID_PATTERN
+from wallet.http.schemas import WALLET_ID_PATTERN, Amount
 
 
 def wallet_id_from(request: web.Request, name: str = "id") -> str:
@@ -37,6 +39,37 @@ class FastLoader:
         self.schema = schema
         self._fields = list(schema.load_fields.items())
         self._names = frozenset(name for name, _ in self._fields)
+        # Does ``{"amount": x}`` alone load to ``{"amount": cents}``? (an Amount field, every
+        # other field optional with no default: deposits and withdrawals)
+        fields = dict(self._fields)
+        amount = fields.pop("amount", None)
+        self._amount_only = (
+            isinstance(amount, Amount)
+            and not amount.allow_zero
+            and not amount.validators
+            and all(not f.required and f.load_default is missing for f in fields.values())
+        )
+
+    def load_amount_only(self, raw: bytes) -> dict[str, Any] | None:
+        """The commonest body, ``{"amount": <number or decimal string>}``, loaded without the JSON
+        decoder and the field machinery; None when ``raw`` is anything else (or is refused: the
+        full path then gives the error). The value reaching ``parse_amount`` is the one the
+        full path gives it: an int or a ``Decimal`` for a JSON number, the text for a string."""
+        if not self._amount_only:
+            return None
+        match = _AMOUNT_ONLY.fullmatch(raw)
+        if match is None:
+            return None
+        number, text = match.groups()
+        value: int | Decimal | str
+        if number is not None:
+            value = Decimal(number.decode()) if b"." in number else int(number)
+        else:
+            value = text.decode()
+        try:
+            return {"amount": parse_amount(value)}
+        except AmountError:
+            return None
 
     def load(self, data: dict[str, Any]) -> dict[str, Any]:
         errors: dict[str, Any] = {name: ["Unknown field."] for name in data if name not in self._names}
@@ -60,10 +93,30 @@ class FastLoader:
 # One decoder for all requests (json.loads with options builds a new one per call).
 _DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
 
+# ``{"amount": <JSON number without exponent> | "<digits and dots>"}`` with JSON whitespace only.
+_WS = rb"[ \t\n\r]*"
+_AMOUNT_ONLY = re.compile(
+    _WS
+    + rb"\{"
+    + _WS
+    + rb'"amount"'
+    + _WS
+    + rb":"
+    + _WS
+    + rb'(?:(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?)|"([0-9.]{1,40})")'
+    + _WS
+    + rb"\}"
+    + _WS
+)
+
 
 async def json_body(request: web.Request, schema: Schema | FastLoader) -> dict[str, Any]:
     """The body parsed with exact decimals (a float never appears) and validated by ``schema``."""
     raw = await request.read()
+    if isinstance(schema, FastLoader):
+        shortcut = schema.load_amount_only(raw)
+        if shortcut is not None:
+            return shortcut
     if not raw.strip():
         data: Any = {}
     else:
