@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any, get_origin, get_type_hints
 
 
 def _bool(value: str) -> bool:
@@ -102,101 +103,54 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Each field from the variable of its name in capitals (``_NAMES`` lists the others),
+        parsed by the field's type; unset or empty keeps the default."""
         env = os.environ if env is None else env
-        defaults = cls()
-
-        def get(name: str, default: str) -> str:
-            return env.get(name, default) or default
-
-        replicas = tuple(u.strip() for u in env.get("DATABASE_REPLICA_URLS", "").split(",") if u.strip())
+        values: dict[str, Any] = {}
+        for name, kind in get_type_hints(cls).items():
+            if name in _DERIVED:
+                continue
+            text = env.get(_NAMES.get(name, name.upper()))
+            if text:
+                value = _parse(kind, text)
+                values[name] = _NORMALISE[name](value) if name in _NORMALISE else value
         return cls(
-            database_url=get("DATABASE_URL", defaults.database_url),
-            database_replica_urls=replicas,
-            redis_url=get("REDIS_URL", defaults.redis_url),
-            rabbitmq_url=get("RABBITMQ_URL", defaults.rabbitmq_url),
-            host=get("HOST", defaults.host),
-            port=int(get("PORT", str(defaults.port))),
-            rate_limit_enabled=_bool(get("RATE_LIMIT_ENABLED", "true")),
-            rate_limit_default=get("RATE_LIMIT_DEFAULT", defaults.rate_limit_default),
-            rate_limit_withdraw=get("RATE_LIMIT_WITHDRAW", defaults.rate_limit_withdraw),
-            rate_limit_strategy=get("RATE_LIMIT_STRATEGY", defaults.rate_limit_strategy),
-            rate_limit_trust_forwarded=_bool(get("RATE_LIMIT_TRUST_FORWARDED", "false")),
-            balance_cache_enabled=_bool(get("BALANCE_CACHE_ENABLED", "true")),
-            balance_cache_ttl_seconds=int(
-                get("BALANCE_CACHE_TTL_SECONDS", str(defaults.balance_cache_ttl_seconds))
-            ),
-            redis_key_prefix=get("REDIS_KEY_PREFIX", defaults.redis_key_prefix),
-            redis_timeout_seconds=float(get("REDIS_TIMEOUT_SECONDS", str(defaults.redis_timeout_seconds))),
-            health_timeout_seconds=float(get("HEALTH_TIMEOUT_SECONDS", str(defaults.health_timeout_seconds))),
-            health_required=tuple(
-                c.strip().lower()
-                for c in get("HEALTH_REQUIRED", ",".join(defaults.health_required)).split(",")
-                if c.strip()
-            ),
-            log_format=get("LOG_FORMAT", defaults.log_format).lower(),
-            log_level=get("LOG_LEVEL", defaults.log_level).lower(),
-            default_currency=get("DEFAULT_CURRENCY", defaults.default_currency).upper(),
-            db_pool_min=int(get("DB_POOL_MIN", str(defaults.db_pool_min))),
-            db_pool_max=int(get("DB_POOL_MAX", str(defaults.db_pool_max))),
-            writer_concurrency=int(get("WRITER_CONCURRENCY", str(defaults.writer_concurrency))),
-            writer_max_wallets=int(get("WRITER_MAX_WALLETS", str(defaults.writer_max_wallets))),
-            flush_pipeline_depth=max(1, int(get("FLUSH_PIPELINE_DEPTH", str(defaults.flush_pipeline_depth)))),
-            actor_idle_seconds=float(get("ACTOR_IDLE_SECONDS", str(defaults.actor_idle_seconds))),
-            max_live_actors=int(get("MAX_LIVE_ACTORS", str(defaults.max_live_actors))),
-            command_timeout_seconds=float(
-                get("COMMAND_TIMEOUT_SECONDS", str(defaults.command_timeout_seconds))
-            ),
-            idempotency_ttl_seconds=int(
-                get("IDEMPOTENCY_TTL_SECONDS", str(defaults.idempotency_ttl_seconds))
-            ),
-            shutdown_timeout_seconds=float(
-                get("SHUTDOWN_TIMEOUT_SECONDS", str(defaults.shutdown_timeout_seconds))
-            ),
-            saga_stuck_threshold_seconds=float(
-                get("SAGA_STUCK_THRESHOLD", str(defaults.saga_stuck_threshold_seconds))
-            ),
-            rabbitmq_exchange=get("RABBITMQ_EXCHANGE", defaults.rabbitmq_exchange),
-            outbox_relay_enabled=_bool(get("OUTBOX_RELAY_ENABLED", "true")),
-            outbox_poll_seconds=float(get("OUTBOX_POLL_SECONDS", str(defaults.outbox_poll_seconds))),
-            outbox_batch_size=int(get("OUTBOX_BATCH_SIZE", str(defaults.outbox_batch_size))),
-            outbox_retention_seconds=float(
-                get("OUTBOX_RETENTION_SECONDS", str(defaults.outbox_retention_seconds))
-            ),
-            outbox_publish_timeout_seconds=float(
-                get("OUTBOX_PUBLISH_TIMEOUT_SECONDS", str(defaults.outbox_publish_timeout_seconds))
-            ),
-            outbox_backoff_initial_seconds=float(
-                get("OUTBOX_BACKOFF_INITIAL_SECONDS", str(defaults.outbox_backoff_initial_seconds))
-            ),
-            outbox_backoff_max_seconds=float(
-                get("OUTBOX_BACKOFF_MAX_SECONDS", str(defaults.outbox_backoff_max_seconds))
-            ),
-            fraud_queue=get("FRAUD_QUEUE", defaults.fraud_queue),
-            fraud_prefetch=int(get("FRAUD_PREFETCH", str(defaults.fraud_prefetch))),
-            fraud_max_retries=int(get("FRAUD_MAX_RETRIES", str(defaults.fraud_max_retries))),
-            fraud_retry_base_seconds=float(
-                get("FRAUD_RETRY_BASE_SECONDS", str(defaults.fraud_retry_base_seconds))
-            ),
-            fraud_high_value_threshold=Decimal(
-                get("FRAUD_HIGH_VALUE_THRESHOLD", str(defaults.fraud_high_value_threshold))
-            ),
-            fraud_rapid_count=int(get("FRAUD_RAPID_COUNT", str(defaults.fraud_rapid_count))),
-            fraud_rapid_window_seconds=float(
-                get("FRAUD_RAPID_WINDOW_SECONDS", str(defaults.fraud_rapid_window_seconds))
-            ),
-            fraud_critical_rules=tuple(
-                r.strip().upper()
-                for r in get("FRAUD_CRITICAL_RULES", ",".join(defaults.fraud_critical_rules)).split(",")
-                if r.strip()
-            ),
-            fraud_auto_freeze=_bool(get("FRAUD_AUTO_FREEZE", "false")),
-            fraud_alert_queue=get("FRAUD_ALERT_QUEUE", defaults.fraud_alert_queue),
-            fraud_state_retention_seconds=float(
-                get("FRAUD_STATE_RETENTION_SECONDS", str(defaults.fraud_state_retention_seconds))
-            ),
+            **values,
             database_url_given=bool(env.get("DATABASE_URL")),
             redis_url_given=bool(env.get("REDIS_URL")),
             rabbitmq_url_given=bool(env.get("RABBITMQ_URL")),
-            data_dir=get("WALLET_DATA_DIR", defaults.data_dir),
             extra={k: v for k, v in env.items() if k.startswith("WALLET_")},
         )
+
+
+# Variables not named after their field in capitals.
+_NAMES = {"saga_stuck_threshold_seconds": "SAGA_STUCK_THRESHOLD", "data_dir": "WALLET_DATA_DIR"}
+# Fields that no variable of their own sets.
+_DERIVED = frozenset({"database_url_given", "redis_url_given", "rabbitmq_url_given", "extra"})
+# Applied to a value read from the environment (the defaults are already in this form).
+_NORMALISE: dict[str, Callable[[Any], Any]] = {
+    "log_format": str.lower,
+    "log_level": str.lower,
+    "default_currency": str.upper,
+    "health_required": lambda checks: tuple(c.lower() for c in checks),
+    "fraud_critical_rules": lambda rules: tuple(r.upper() for r in rules),
+    "flush_pipeline_depth": lambda depth: max(1, depth),
+}
+
+
+def variable_names() -> dict[str, str]:
+    """Field name -> the environment variable that sets it (README.md's configuration table)."""
+    return {name: _NAMES.get(name, name.upper()) for name in get_type_hints(Settings) if name not in _DERIVED}
+
+
+def _parse(kind: Any, text: str) -> Any:
+    """``text`` as a value of the field type ``kind``; a tuple is a comma-separated list."""
+    if kind is bool:
+        return _bool(text)
+    if kind in (int, float, Decimal):
+        return kind(text)
+    if get_origin(kind) is tuple:
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+    if kind is str:
+        return text
+    raise TypeError(f"no parser for settings of type {kind!r}")  # pragma: no cover
