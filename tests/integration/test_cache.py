@@ -19,7 +19,7 @@ from wallet.domain.wallet import WalletState
 from wallet.persistence.balance_cache import PUT_IF_NEWER, BalanceCache, create_redis, view_json
 from wallet.persistence.read_model import WalletView
 from wallet.persistence.records import WalletBatch
-from wallet.persistence.redis_lean import LeanConnection, LuaScript, RedisReplyError
+from wallet.persistence.redis_lean import LeanConnection, LuaScript, RedisReplyError, lean_redis
 
 
 async def _cached(redis: Redis, key: str) -> bytes | None:
@@ -262,6 +262,21 @@ async def test_the_lean_connection_runs_the_guarded_write_after_redis_forgets_th
         finally:
             await lean.close()
             await admin.aclose()
+
+
+async def test_urls_the_lean_connection_does_not_handle_fall_back_to_redis_py(settings):
+    client = Redis.from_url(settings.redis_url)
+    key = f"{settings.redis_key_prefix}:fallback:{uuid.uuid4().hex}"
+    lean = lean_redis("rediss://tls-only.invalid:6380/0", client, timeout_seconds=0.5)  # TLS: redis-py's
+    script = LuaScript.of(PUT_IF_NEWER + "-- fallback test")  # a script Redis has not seen yet
+    try:
+        assert await lean.run_script(script, [key], [60, 2, b"2|two"]) == 1
+        assert await lean.run_script(script, [key], [60, 1, b"1|one"]) == 0
+        assert await lean.mget([key, key + "-none"]) == [b"2|two", None]
+    finally:
+        await client.delete(key)
+        await lean.close()
+        await client.aclose()
 
 
 async def test_the_lean_mget_connection_times_out_on_a_hung_server():

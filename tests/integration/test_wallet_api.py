@@ -75,6 +75,11 @@ async def test_bad_json_and_bad_ids_are_400(client):
         "/v1/wallet/x/deposit", data=b"{not json", headers={"Content-Type": "application/json"}
     )
     assert response.status == 400
+    huge = b'{"amount": ' + b"1" * 5000 + b"}"  # past Python's int conversion limit: still a 400
+    response = await client.post(
+        "/v1/wallet/x/deposit", data=huge, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
     long_id = "a" * 65
     assert (await post(client, f"/v1/wallet/{long_id}/deposit", {"amount": 1}))[0] == 400
     assert (await client.get(f"/v1/wallet/{long_id}")).status == 400

@@ -57,6 +57,7 @@ amount_texts = st.one_of(
     st.from_regex(r"[1-9][0-9]{0,12}(\.[0-9]{1,2})?", fullmatch=True),
     st.decimals(allow_nan=False, allow_infinity=False, places=3).map(str),
     st.sampled_from(["0", "00", "01", "1.", ".5", "1..2", "0.00", "1000000000000", "1000000000000.01"]),
+    st.integers(10**12, 10**40).map(str),  # beyond the maximum, and beyond the shortcut's digits
 )
 raw_bodies = st.builds(
     lambda ws, amount, quoted, extra: (
@@ -89,3 +90,4 @@ def test_the_shortcut_answers_the_bench_and_client_bodies():
     assert deposit.load_amount_only(b'{"amount": 01}') is None  # not JSON: the decoder refuses it
     assert deposit.load_amount_only(b'{"amount": 0.001}') is None  # refused: the full path's message
     assert FastLoader(TransferRequest()).load_amount_only(b'{"amount": 1}') is None  # toWalletId missing
+    assert deposit.load_amount_only(b'{"amount": ' + b"1" * 5000 + b"}") is None  # the full path: 400

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from wallet.persistence.grouped import GroupedCalls
+from wallet.persistence.grouped import Failed, GroupedCalls
 
 
 async def test_calls_made_together_share_a_round_and_get_their_own_results():
@@ -48,3 +48,30 @@ async def test_a_wrong_number_of_results_is_an_error_not_a_mismatch():
     grouped = GroupedCalls(short)
     with pytest.raises(RuntimeError, match="2 results for 3 calls"):
         await asyncio.gather(*(grouped(i) for i in range(3)))
+
+
+async def test_an_item_that_fails_alone_fails_only_its_call():
+    async def some_fail(items: list[int]) -> list[int | Failed]:
+        return [Failed(KeyError(i)) if i % 2 else i for i in items]
+
+    grouped = GroupedCalls(some_fail)
+    results = await asyncio.gather(*(grouped(i) for i in range(4)), return_exceptions=True)
+    assert results[0] == 0 and results[2] == 2
+    assert isinstance(results[1], KeyError) and isinstance(results[3], KeyError)
+
+
+async def test_a_cancelled_worker_leaves_no_call_waiting():
+    started = asyncio.Event()
+
+    async def forever(items: list[int]) -> list[int]:
+        started.set()
+        await asyncio.sleep(3600)
+        return items
+
+    grouped = GroupedCalls(forever, max_batch=1)
+    calls = [asyncio.ensure_future(grouped(i)) for i in range(3)]  # one in the round, two queued
+    await started.wait()
+    assert grouped._worker is not None
+    grouped._worker.cancel()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)

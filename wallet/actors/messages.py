@@ -173,6 +173,9 @@ class FlushRequest:
     answers: list[tuple[CommandEnvelope, Reply]]
     actor: pykka.ActorRef[Any]
     token: int = 0
+    # Set by the writer at COMMIT, before the answers go out (a loop round later): from then on
+    # these answers are the writer's to give, whatever happens to the actor meanwhile.
+    committed: bool = False
 
 
 FLUSH = Flush()

@@ -87,6 +87,7 @@ class _Flight:
     decided: list[_Decided]
     state_after: WalletState | None
     last_event_id: uuid.UUID | None
+    request: FlushRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +225,12 @@ class WalletActor(LoopActor):
             previous_event_id=base_event_id,
         )
         self._next_token += 1
-        self._flights.append(_Flight(self._next_token, decided, self._optimistic, batch.last_event_id))
         answers = [(d.envelope, d.reply) for d in decided]
-        self._ctx.submit(FlushRequest(batch, answers, self.actor_ref, self._next_token))
+        request = FlushRequest(batch, answers, self.actor_ref, self._next_token)
+        self._flights.append(
+            _Flight(self._next_token, decided, self._optimistic, batch.last_event_id, request)
+        )
+        self._ctx.submit(request)
 
     def _on_flushed(self, message: Flushed) -> None:
         """Results may come back in any order; they are taken in the order the flights left."""
@@ -374,7 +378,8 @@ class WalletActor(LoopActor):
             d.envelope.answer_on_loop(d.envelope.render(unavailable(why)))
 
     def _fail_everything(self, why: str) -> None:
-        in_flight = [d for flight in self._flights for d in flight.decided]
+        # A flight that committed (its Flushed not handled yet) is answered by the writer.
+        in_flight = [d for flight in self._flights if not flight.request.committed for d in flight.decided]
         checking = [d for decided in self._checking for d in decided]
         troubled = [
             d

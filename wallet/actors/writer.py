@@ -119,6 +119,7 @@ class FlushWriter:
                 _tell(request, Flushed(FlushResult.CONFLICT, None, request.token))
                 continue
             stats.commands += len(request.answers)
+            request.committed = True
             committed.append(request)
             _tell(request, Flushed(FlushResult.COMMITTED, None, request.token))
             if self._after_commit is not None:
@@ -137,7 +138,10 @@ class FlushWriter:
 def _answer(committed: list[FlushRequest]) -> None:
     for request in committed:
         for envelope, reply in request.answers:
-            envelope.answer_on_loop(reply)
+            try:
+                envelope.answer_on_loop(reply)
+            except Exception:  # e.g. a saga step's coordinator already stopped: the others still
+                log.exception("answer to a committed command of %s failed", request.batch.wallet_id)
 
 
 def _tell(request: FlushRequest, message: Flushed) -> None:

@@ -62,13 +62,13 @@ class FastLoader:
             return None
         number, text = match.groups()
         value: int | Decimal | str
-        if number is not None:
-            value = Decimal(number.decode()) if b"." in number else int(number)
-        else:
-            value = text.decode()
         try:
+            if number is not None:
+                value = Decimal(number.decode()) if b"." in number else int(number)
+            else:
+                value = text.decode()
             return {"amount": parse_amount(value)}
-        except AmountError:
+        except (AmountError, ValueError):  # ValueError: an int too long to convert
             return None
 
     def load(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +93,8 @@ class FastLoader:
 # One decoder for all requests (json.loads with options builds a new one per call).
 _DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
 
-# ``{"amount": <JSON number without exponent> | "<digits and dots>"}`` with JSON whitespace only.
+# ``{"amount": <JSON number without exponent> | "<digits and dots>"}`` with JSON whitespace only,
+# short numbers only (longer ones are refused anyway; the full path words the error).
 _WS = rb"[ \t\n\r]*"
 _AMOUNT_ONLY = re.compile(
     _WS
@@ -103,7 +104,7 @@ _AMOUNT_ONLY = re.compile(
     + _WS
     + rb":"
     + _WS
-    + rb'(?:(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?)|"([0-9.]{1,40})")'
+    + rb'(?:(-?(?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,20})?)|"([0-9.]{1,40})")'
     + _WS
     + rb"\}"
     + _WS

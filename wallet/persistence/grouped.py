@@ -10,14 +10,24 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
+class Failed:
+    """A per-item failure in ``call_many``'s results: that call raises ``error``, the others
+    of its round still get their results."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class GroupedCalls(Generic[Item, Result]):
     """On the event loop: each call queues its item; one worker sends every queued item to
     ``call_many`` at once (at most ``max_batch``), and the calls that arrive meanwhile go in the
-    next round. ``call_many`` answers with one result per item, in order; if it raises, every
-    call of that round raises the same exception."""
+    next round. ``call_many`` answers with one result per item, in order (a ``Failed`` for an
+    item that failed alone); if it raises, every call of that round raises the same exception."""
 
     def __init__(
-        self, call_many: Callable[[list[Item]], Awaitable[Sequence[Result]]], *, max_batch: int = 500
+        self, call_many: Callable[[list[Item]], Awaitable[Sequence[Result | Failed]]], *, max_batch: int = 500
     ) -> None:
         self._call_many = call_many
         self._max_batch = max_batch
@@ -33,6 +43,7 @@ class GroupedCalls(Generic[Item, Result]):
         return await future
 
     async def _drain(self) -> None:
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
         try:
             while self._queue:
                 batch = self._queue[: self._max_batch]
@@ -42,12 +53,25 @@ class GroupedCalls(Generic[Item, Result]):
                     if len(results) != len(batch):
                         raise RuntimeError(f"{len(results)} results for {len(batch)} calls")
                 except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                    _fail(batch, exc)
                     continue
                 for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if isinstance(result, Failed):
+                        future.set_exception(result.error)
+                    else:
                         future.set_result(result)
+                batch = []
+        except BaseException:  # cancelled (loop teardown): no caller is left waiting
+            queued, self._queue = self._queue, []
+            _fail(batch + queued, RuntimeError("grouped calls stopped"))
+            raise
         finally:
             self._worker = None
+
+
+def _fail(calls: list[tuple[Item, asyncio.Future[Result]]], error: BaseException) -> None:
+    for _, future in calls:
+        if not future.done():
+            future.set_exception(error)

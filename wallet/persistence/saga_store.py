@@ -9,7 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from wallet.domain.saga import SagaState
-from wallet.persistence.grouped import GroupedCalls
+from wallet.persistence.grouped import Failed, GroupedCalls
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +50,10 @@ class SagaStore:
         Concurrent creates share one statement and one commit (``create_many``)."""
         return await self._create_grouped(saga)
 
-    async def create_many(self, sagas: list[SagaRecord]) -> list[SagaRecord]:
+    async def create_many(self, sagas: list[SagaRecord]) -> list[SagaRecord | Failed]:
         """Insert PENDING sagas in one statement; for each, the stored saga (the one already
-        holding its request key, if that was taken)."""
+        holding its request key, if that was taken). The INSERT commits on its own: if finding
+        a key's holder then fails, only the sagas that lost their key fail."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 "INSERT INTO transfer_sagas (id, from_wallet_id, to_wallet_id, amount, state,"
@@ -72,19 +73,25 @@ class SagaStore:
             stored = {row["id"]: _record(row) for row in rows}
             taken = [s.request_key for s in sagas if s.id not in stored and s.request_key is not None]
             holders: dict[str, SagaRecord] = {}
+            lookup_error: BaseException | None = None
             if taken:
-                existing = await conn.fetch(
-                    f"SELECT {_COLUMNS} FROM transfer_sagas WHERE request_key = ANY($1::text[])", taken
-                )
-                holders = {row["request_key"]: _record(row) for row in existing}
-        results = []
+                try:
+                    existing = await conn.fetch(
+                        f"SELECT {_COLUMNS} FROM transfer_sagas WHERE request_key = ANY($1::text[])", taken
+                    )
+                    holders = {row["request_key"]: _record(row) for row in existing}
+                except Exception as exc:
+                    lookup_error = exc
+        results: list[SagaRecord | Failed] = []
         for saga in sagas:
             record = stored.get(saga.id)
             if record is None and saga.request_key is not None:
                 record = holders.get(saga.request_key)
-            if record is None:
-                raise RuntimeError(f"saga {saga.id} neither inserted nor found by its request key")
-            results.append(record)
+            if record is not None:
+                results.append(record)
+            else:
+                why = f"saga {saga.id} neither inserted nor found by its request key"
+                results.append(Failed(lookup_error or RuntimeError(why)))
         return results
 
     async def get(self, saga_id: str) -> SagaRecord | None:
