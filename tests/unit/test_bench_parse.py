@@ -7,9 +7,9 @@ from decimal import Decimal
 import pytest
 
 from wallet.bench import parse_args
-from wallet.bench.runner import Check, settle
+from wallet.bench.runner import Check, Row, set_ratios, settle
 from wallet.bench.services import CpuUse
-from wallet.bench.wrk import WrkError, parse_result, wrk_command
+from wallet.bench.wrk import WrkError, WrkResult, parse_result, wrk_command
 
 WRK_OUTPUT = """\
 Running 13s test @ http://127.0.0.1:18081/v1/wallet/hot-1/deposit
@@ -115,3 +115,19 @@ async def test_settle_passes_once_the_read_catches_up_and_reports_a_mismatch() -
     check = await settle(short, Decimal("1.01"), "balance", pause_s=0)
     assert not check.ok
     assert check.text == "MISMATCH balance 0.99 != expected 1.01 (diff -0.02)"
+
+
+def test_ratios_use_the_ceiling_measured_just_before_each_workload() -> None:
+    def row(name: str, kind: str, ok: int, ceiling_rps: float | None = None) -> Row:
+        result = WrkResult(ok, 0, ok, ok, 10.0, 1.0, 1.0, 1.0, 1.0, 0, 0, 0, 0)
+        cpu = CpuUse(wall=10.0, server=1, wrk=1, postgres=0, machine=2)
+        return Row(name, kind, result, result, cpu, ceiling_rps=ceiling_rps)  # type: ignore[arg-type]
+
+    rows = [
+        row("ceiling", "post", 50_000),
+        row("ceiling-get", "get", 70_000),
+        row("hot", "post", 30_000, ceiling_rps=6_000.0),  # 3,000 req/s against the adjacent 6,000
+        row("reads", "get", 35_000),  # no adjacent measurement: the first GET ceiling
+    ]
+    set_ratios(rows)
+    assert [r.ratio for r in rows] == [1.0, 1.0, pytest.approx(0.5), pytest.approx(0.5)]

@@ -19,6 +19,7 @@ HEADER = (
     "p99 ms",
     "errors",
     "ratio",
+    "ceiling req/s",
     "wrk CPU",
     "server CPU",
     "PG CPU",
@@ -36,6 +37,7 @@ def cells(row: Row) -> tuple[str, ...]:
         f"{r.p99_ms:.2f}",
         str(row.errors),
         "-" if row.ratio is None else f"{row.ratio:.2f}",
+        "-" if row.ceiling_rps is None else f"{row.ceiling_rps:,.0f}",
         f"{cpu.share(cpu.wrk):.0%}",
         f"{cpu.share(cpu.server):.0%}",
         f"{cpu.share(cpu.postgres):.0%}",
@@ -89,7 +91,8 @@ def markdown(rows: list[Row], opts: Options) -> str:
         f"Python {platform.python_version()}; wrk {opts.threads} thread(s), "
         f"{opts.connections} connections, {opts.duration:g} s per workload after a {WARMUP_S:g} s "
         f"warm-up; spread and reads over {opts.wallets} wallets. Ratios are to the bare aiohttp "
-        "ceiling (POST or GET); CPU is the share of one core over the measured window.",
+        "ceiling (POST or GET) measured just before each workload (its req/s in the ceiling column); "
+        "CPU is the share of one core over the measured window.",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join([" --- "] + [" ---: "] * (len(HEADER) - 2) + [" --- "]) + "|",

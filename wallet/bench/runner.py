@@ -38,6 +38,8 @@ TRANSFER_WALLETS = 100
 TRANSFER_FUNDING = Decimal(1000)
 
 Kind = Literal["post", "get"]
+# Which ceiling each service workload is compared with.
+WORKLOAD_KINDS: dict[str, Kind] = {"hot": "post", "spread": "post", "reads": "get", "transfers": "post"}
 
 
 class BenchError(RuntimeError):
@@ -72,6 +74,8 @@ class Row:
     cpu: CpuUse  # used during the run's sending window
     check: Check | None = None
     ratio: float | None = None
+    # The ceiling (same kind) measured just before this workload; the ratio is against it.
+    ceiling_rps: float | None = None
 
     @property
     def acknowledged(self) -> int:
@@ -130,19 +134,32 @@ async def settle(
     return Check(False, f"MISMATCH {what} {got} != expected {expected} (diff {got - expected})")
 
 
-async def run_ceiling(opts: Options) -> list[Row]:
-    port = opts.port_base
-    server = spawn("ceiling", ["-m", "wallet.bench.ceiling", "--port", str(port)], port)
-    try:
-        await wait_ready(server, ["/wallet/x"])
-        base = server.base_url
-        post = {"method": "POST", "body": '{"amount": 1}'}
-        return [
-            await measure(opts, "ceiling", "post", server, f"{base}/wallet/w/deposit", "fixed.lua", post),
-            await measure(opts, "ceiling-get", "get", server, f"{base}/wallet/w", "fixed.lua", {}),
-        ]
-    finally:
-        server.stop()
+class Ceiling:
+    """The bare aiohttp server, running for the whole bench: measured first, and again right
+    before each service workload. This shared machine's speed drifts (the ceiling moved by up to
+    45% between runs minutes apart), so each ratio compares two measurements a few seconds apart."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        port = opts.port_base
+        self.server = spawn("ceiling", ["-m", "wallet.bench.ceiling", "--port", str(port)], port)
+
+    async def start(self) -> None:
+        await wait_ready(self.server, ["/wallet/x"])
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    async def measure(self, kind: Kind, name: str | None = None) -> Row:
+        base = self.server.base_url
+        if kind == "post":
+            args = {"method": "POST", "body": '{"amount": 1}'}
+            return await measure(
+                self.opts, name or "ceiling", kind, self.server, f"{base}/wallet/w/deposit", "fixed.lua", args
+            )
+        return await measure(
+            self.opts, name or "ceiling-get", kind, self.server, f"{base}/wallet/w", "fixed.lua", {}
+        )
 
 
 class ServiceBench:
@@ -156,6 +173,16 @@ class ServiceBench:
         self.runid = secrets.token_hex(4)
         self.spread_prefix = f"s-{self.runid}-"
         self.spread_funded = False
+        self.transfer_prefix = f"t-{self.runid}-"
+        self.transfer_wallets = [f"{self.transfer_prefix}{k}" for k in range(TRANSFER_WALLETS)]
+        self.transfers_funded = False
+
+    async def prepare(self, name: str) -> None:
+        """What a workload needs before it is measured (funding)."""
+        if name in ("spread", "reads"):
+            await self.fund_spread()
+        elif name == "transfers":
+            await self.fund_transfers()
 
     async def run(self, name: str) -> Row:
         workloads = {
@@ -198,11 +225,15 @@ class ServiceBench:
         args = {"method": "GET", "prefix": f"/v1/wallet/{self.spread_prefix}", "n": str(self.opts.wallets)}
         return await self.measure("reads", "get", "random_wallet.lua", args)
 
+    async def fund_transfers(self) -> None:
+        if not self.transfers_funded:
+            progress(f"transfers: funding {len(self.transfer_wallets)} wallets")
+            await self.deposit_all(self.transfer_wallets, TRANSFER_FUNDING)
+            self.transfers_funded = True
+
     async def transfers(self) -> Row:
-        name = f"t-{self.runid}-"
-        wallets = [f"{name}{k}" for k in range(TRANSFER_WALLETS)]
-        progress(f"transfers: funding {len(wallets)} wallets")
-        await self.deposit_all(wallets, TRANSFER_FUNDING)
+        await self.fund_transfers()
+        name, wallets = self.transfer_prefix, self.transfer_wallets
         args = {"prefix": "/v1/wallet/", "name": name, "n": str(len(wallets)), "amount": "0.01"}
         row = await self.measure("transfers", "post", "transfer.lua", args)
 
@@ -251,7 +282,7 @@ class ServiceBench:
         return Decimal(cents) * CENT
 
 
-async def run_service(opts: Options, names: list[str]) -> list[Row]:
+async def run_service(opts: Options, names: list[str], ceiling: Ceiling | None) -> list[Row]:
     db_name = time.strftime("wallet_bench_%Y%m%d_%H%M%S")
     db_url = with_database(opts.database_url, db_name)
     port = opts.port_base + 1
@@ -274,7 +305,16 @@ async def run_service(opts: Options, names: list[str]) -> list[Row]:
             await wait_ready(server, ["/health/live", "/v1/wallet/x"])
             async with aiohttp.ClientSession() as session:
                 bench = ServiceBench(opts, server, session, db_url)
-                return [await bench.run(name) for name in names]
+                rows = []
+                for name in names:
+                    adjacent = None
+                    if ceiling is not None:
+                        await bench.prepare(name)  # funding first: the two measurements stay adjacent
+                        adjacent = await ceiling.measure(WORKLOAD_KINDS[name], f"ceiling before {name}")
+                    row = await bench.run(name)
+                    row.ceiling_rps = None if adjacent is None else adjacent.run.rps
+                    rows.append(row)
+                return rows
         finally:
             server.stop()
     finally:
@@ -282,19 +322,26 @@ async def run_service(opts: Options, names: list[str]) -> list[Row]:
 
 
 def set_ratios(rows: list[Row]) -> None:
+    """Each service workload against the ceiling measured just before it, else the first one."""
     ceilings = {"post": "ceiling", "get": "ceiling-get"}
     rps = {row.name: row.run.rps for row in rows}
     for row in rows:
-        ceiling = rps.get(ceilings[row.kind], 0.0)
+        ceiling = row.ceiling_rps if row.ceiling_rps is not None else rps.get(ceilings[row.kind], 0.0)
         row.ratio = row.run.rps / ceiling if ceiling > 0 else None
 
 
 async def run(opts: Options) -> list[Row]:
     rows: list[Row] = []
-    if "ceiling" in opts.workloads:
-        rows += await run_ceiling(opts)
-    service = [name for name in opts.workloads if name != "ceiling"]
-    if service:
-        rows += await run_service(opts, service)
+    ceiling = Ceiling(opts) if "ceiling" in opts.workloads else None
+    try:
+        if ceiling is not None:
+            await ceiling.start()
+            rows += [await ceiling.measure("post"), await ceiling.measure("get")]
+        service = [name for name in opts.workloads if name != "ceiling"]
+        if service:
+            rows += await run_service(opts, service, ceiling)
+    finally:
+        if ceiling is not None:
+            ceiling.stop()
     set_ratios(rows)
     return rows
