@@ -43,7 +43,7 @@ from wallet.domain.events import Event
 from wallet.domain.saga import SagaTransition, expected_state, is_saga_step, transition_for
 from wallet.domain.wallet import WalletState, decide, evolve
 from wallet.ids import new_uuid
-from wallet.persistence.event_store import EventStore
+from wallet.persistence.event_store import EventStore, FlushOutcomeUnknown
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.records import IdempotencyRecord, StoredEvent, StoredWallet, WalletBatch
 from wallet.persistence.saga_store import SagaStore
@@ -256,12 +256,15 @@ class WalletActor(LoopActor):
         troubled, self._troubled = self._troubled, []
         redecide: list[CommandEnvelope] = []
         checks: list[list[_Decided]] = []
+        orphans: set[int] = set()  # server processes of flushes that may still commit
         for flight, result in troubled:
             if result.result is FlushResult.CONFLICT:
                 redecide.extend(d.envelope for d in flight.decided)
             elif result.result is FlushResult.FAILED:
                 log.warning("wallet actor %s: flush failed: %r", self.wallet_id, result.error)
                 checks.append(flight.decided)
+                if isinstance(result.error, FlushOutcomeUnknown) and result.error.backend_pid is not None:
+                    orphans.add(result.error.backend_pid)
         if any(result.result is FlushResult.CONFLICT for _, result in troubled):
             self._conflicts_in_a_row += 1
             if self._conflicts_in_a_row > MAX_CONSECUTIVE_CONFLICTS:
@@ -270,25 +273,39 @@ class WalletActor(LoopActor):
                         envelope.render(unavailable("too much contention on this wallet; retry"))
                     )
                 redecide = []
-        self._reload(redecide, checks)
+        self._reload(redecide, checks, orphans)
 
     # -- reloading ---------------------------------------------------------------------------
 
-    def _reload(self, redecide: list[CommandEnvelope], checks: list[list[_Decided]] | None = None) -> None:
+    def _reload(
+        self,
+        redecide: list[CommandEnvelope],
+        checks: list[list[_Decided]] | None = None,
+        orphans: set[int] | None = None,
+    ) -> None:
         """Forget the optimistic state; decide ``redecide``, the pending and waiting commands
         again, in order, once the committed state is loaded (a task; never blocks the loop).
-        ``checks``: failed flights, each checked for whether it committed after all."""
+        ``checks``: failed flights, each checked for whether it committed after all, once the
+        server processes in ``orphans`` (flushes cut off mid-way) have ended."""
         self._ready = False
         self._reloading = True
         self._checking = checks or []
         self._waiting = redecide + [d.envelope for d in self._pending] + self._waiting
         self._pending = []
         check_ids = [[e.id for d in decided for e in d.events] for decided in self._checking]
-        task = self._loop.create_task(self._load(list(self._waiting), check_ids))
+        task = self._loop.create_task(self._load(list(self._waiting), check_ids, orphans or set()))
         task.add_done_callback(self._tell_reloaded)
 
-    async def _load(self, envelopes: list[CommandEnvelope], check_ids: list[list[Any]]) -> Reloaded:
+    async def _load(
+        self, envelopes: list[CommandEnvelope], check_ids: list[list[Any]], orphans: set[int]
+    ) -> Reloaded:
         committed: list[bool | None] = []
+        try:  # a late COMMIT must land (or be ruled out) before the checks and the load
+            for pid in orphans:
+                await self._ctx.events.wait_for_backend(pid)
+        except Exception as exc:
+            log.warning("wallet actor %s: flush outcome still unknown: %r", self.wallet_id, exc)
+            return Reloaded(checks_committed=[None] * len(check_ids), error=exc)
         for ids in check_ids:
             if not ids:
                 committed.append(False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +12,15 @@ import orjson
 
 from wallet.domain.wallet import WalletState, WalletStatus
 from wallet.persistence.records import StoredWallet, WalletBatch
+
+
+class FlushOutcomeUnknown(Exception):
+    """A flush lost its connection (or timed out) before the server answered: its transaction
+    may still commit. ``backend_pid`` is the server process that ran it (see ``wait_for_backend``)."""
+
+    def __init__(self, backend_pid: int | None) -> None:
+        super().__init__(f"flush outcome unknown (server process {backend_pid})")
+        self.backend_pid = backend_pid
 
 
 def _batch_json(batch: WalletBatch) -> dict[str, Any]:
@@ -81,13 +91,45 @@ class EventStore:
         """
         payload = encode_batches(batches)
         conn = self._held.pop() if self._held else await self._pool.acquire()
+        pid = conn.get_server_pid()  # known before the connection can fail
         try:
             conflicts = await conn.fetchval("SELECT wallet_apply_batches($1::jsonb)", payload)
-        except BaseException:
+        except asyncpg.PostgresConnectionError as exc:  # lost (class 08): the server may still COMMIT
+            await self._pool.release(conn)
+            raise FlushOutcomeUnknown(pid) from exc
+        except (asyncpg.PostgresError, asyncio.CancelledError):
+            # The server reported an error: the statement's transaction rolled back.
             await self._pool.release(conn)
             raise
+        except Exception as exc:  # the connection failed, a timeout: the server may still COMMIT
+            await self._pool.release(conn)
+            raise FlushOutcomeUnknown(pid) from exc
         self._held.append(conn)
         return {position - 1 for position in conflicts}
+
+    async def wait_for_backend(self, pid: int, *, grace_s: float = 2.0, poll_s: float = 0.02) -> None:
+        """Return once the server process of a flush whose outcome is unknown has ended: its
+        transaction has then committed or rolled back for good, and a check of its events is
+        final. A process still running after ``grace_s`` (stuck on a lock, say) is terminated,
+        which settles it the same way. Raises TimeoutError if it will not end."""
+        loop = asyncio.get_running_loop()
+        async with self._pool.acquire() as conn:
+            started = await conn.fetchval("SELECT backend_start FROM pg_stat_activity WHERE pid = $1", pid)
+            if started is None:
+                return
+            terminate_at = loop.time() + grace_s
+            give_up_at = terminate_at + 5.0
+            terminated = False
+            while await conn.fetchval(
+                "SELECT true FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2", pid, started
+            ):
+                now = loop.time()
+                if not terminated and now >= terminate_at:
+                    await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+                    terminated = True
+                elif now >= give_up_at:
+                    raise TimeoutError(f"server process {pid} did not end")
+                await asyncio.sleep(poll_s)
 
     async def release_held(self) -> None:
         while self._held:
