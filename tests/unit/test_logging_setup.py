@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from wallet.http.context import request_context
-from wallet.http.errors import error_middleware
+from wallet.http.errors import answer_errors
 from wallet.http.metrics import RequestStats, observe_middleware
 from wallet.logging_setup import (
     ACCESS_LOGGER,
@@ -95,7 +95,7 @@ async def test_a_failing_request_logs_json_with_the_id_it_answers_with(stream, a
     async def boom(request: web.Request) -> web.Response:
         raise RuntimeError("kaput")
 
-    app = web.Application(middlewares=[observe_middleware(RequestStats()), error_middleware])
+    app = web.Application(middlewares=[observe_middleware(RequestStats(), answer_errors)])
     app.router.add_get("/boom/{id}", boom)
     client = await aiohttp_client(app)
     response = await client.get("/boom/7")

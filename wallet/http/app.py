@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from wallet.http import fraud_routes, health_routes, transfer_routes, wallet_routes
-from wallet.http.errors import error_middleware
+from wallet.http.errors import answer_errors
 from wallet.http.metrics import setup_metrics
 from wallet.http.openapi import setup_openapi
 from wallet.http.rate_limit import rate_limiting
@@ -15,10 +15,11 @@ from wallet.service import WalletService
 def create_app(service: WalletService) -> web.Application:
     """An app around a service the caller starts and stops (tests run two on one database)."""
     app = web.Application(client_max_size=64 * 1024)
-    # Outermost first: metrics and the logging context see the final status; rate limit headers
-    # go on every answer, errors included (rate limiting off: not installed at all).
-    limit = rate_limiting(service.settings, service.read_side.redis)
-    app.middlewares.extend(m for m in (setup_metrics(app, service), limit, error_middleware) if m is not None)
+    # One middleware (wallet.http.chain): metrics and the logging context outermost, so they see
+    # the final status; then the rate limit (its headers go on every answer, errors included;
+    # off: not in the chain at all); then error answers around the route's handler.
+    inner = rate_limiting(service.settings, service.read_side.redis, then=answer_errors) or answer_errors
+    app.middlewares.append(setup_metrics(app, service, inner))
     app[wallet_routes.SERVICE] = service
     wallet_routes.add_routes(app)
     transfer_routes.add_routes(app)

@@ -1,20 +1,18 @@
-"""The error body of API.md and the middleware that gives every failure that shape."""
+"""The error body of API.md and the chain step that gives every failure that shape."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
+from wallet.http.chain import Handler
 from wallet.http.context import request_context
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ApiError(Exception):
@@ -66,8 +64,8 @@ _HTTP_NAMES = {
 }
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A step of the chain (``wallet.http.chain``): every failure as API.md's error body."""
     try:
         return await handler(request)
     except ApiError as exc:

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -34,10 +34,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from wallet.http.chain import Handler, Step, call_handler
 from wallet.http.openapi import operation
 from wallet.logging_setup import ACCESS_LOGGER, CURRENT_REQUEST, access_log_enabled
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED = "<unmatched>"
@@ -63,9 +62,10 @@ class RequestStats:
         series[bisect_left(BUCKETS, seconds) + 1] += 1
 
 
-def observe_middleware(stats: RequestStats) -> Middleware:
-    """Outermost middleware: request metrics, the request in the logging context, the DEBUG
-    access log (decided once, when the app is made)."""
+def observe_middleware(stats: RequestStats, inner: Step = call_handler) -> Middleware:
+    """The app's one middleware: request metrics, the request in the logging context, the DEBUG
+    access log (decided once, when the app is made); ``inner`` (the rest of the chain, see
+    ``wallet.http.chain``) runs inside it."""
     perf_counter = time.perf_counter
     set_request = CURRENT_REQUEST.set
     reset_request = CURRENT_REQUEST.reset
@@ -78,7 +78,7 @@ def observe_middleware(stats: RequestStats) -> Middleware:
         started = perf_counter()
         status = 500
         try:
-            response = await handler(request)
+            response = await inner(request, handler)
             status = response.status
             return response
         except web.HTTPException as exc:
@@ -279,8 +279,9 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-def setup_metrics(app: web.Application, service: Any) -> Middleware:
-    """Register ``/metrics`` and the per-app registry; return the observing middleware."""
+def setup_metrics(app: web.Application, service: Any, inner: Step = call_handler) -> Middleware:
+    """Register ``/metrics`` and the per-app registry; return the observing middleware, which
+    runs ``inner`` (the rest of the chain) inside it."""
     stats = RequestStats()
     collector = ServiceCollector(service, stats)
     registry = CollectorRegistry(auto_describe=False)
@@ -288,4 +289,4 @@ def setup_metrics(app: web.Application, service: Any) -> Middleware:
     app[METRICS] = collector
     app[REGISTRY] = registry
     app.router.add_get("/metrics", metrics)
-    return observe_middleware(stats)
+    return observe_middleware(stats, inner)

@@ -20,22 +20,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import STRATEGIES, RateLimiter
 from redis.asyncio import Redis
 
 from wallet.config import Settings
+from wallet.http.chain import Handler, Step, call_handler
 from wallet.http.errors import error_response
 from wallet.persistence.balance_cache import Breaker
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PRINCIPAL = web.RequestKey("wallet_principal", str)
 UNLIMITED_PREFIXES = ("/health", "/metrics", "/api")
@@ -137,12 +134,14 @@ def _headers(response: web.StreamResponse, verdict: Verdict) -> None:
     headers["X-RateLimit-Reset"] = str(verdict.reset_seconds)
 
 
-def rate_limit_middleware(limiter: ClientRateLimiter) -> Middleware:
-    @web.middleware
+def rate_limit_step(limiter: ClientRateLimiter, then: Step) -> Step:
+    """A step of the chain (``wallet.http.chain``): refuse over-limit requests (429), else run
+    ``then``; the rate-limit headers go on every answer, errors included."""
+
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         rules = limiter.rules_for(request)
         if not rules:
-            return await handler(request)
+            return await then(request, handler)
         verdict = await limiter.check(rules, limiter.client_of(request))
         if not verdict.allowed:
             retry_after = max(1, verdict.reset_seconds)
@@ -151,7 +150,7 @@ def rate_limit_middleware(limiter: ClientRateLimiter) -> Middleware:
             )
             response.headers["Retry-After"] = str(retry_after)
         else:
-            response = await handler(request)
+            response = await then(request, handler)
         if not response.prepared:
             _headers(response, verdict)
         return response
@@ -159,8 +158,8 @@ def rate_limit_middleware(limiter: ClientRateLimiter) -> Middleware:
     return rate_limit
 
 
-def rate_limiting(settings: Settings, redis: Redis) -> Middleware | None:
-    """The middleware when rate limiting is on, else None (nothing is installed)."""
+def rate_limiting(settings: Settings, redis: Redis, then: Step = call_handler) -> Step | None:
+    """The rate-limit step, running ``then`` inside it, when rate limiting is on; else None."""
     if not settings.rate_limit_enabled:
         return None
-    return rate_limit_middleware(ClientRateLimiter(settings, redis))
+    return rate_limit_step(ClientRateLimiter(settings, redis), then)
