@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from dataclasses import replace
 
 from tests.helpers import assert_projection_matches_events, balance_cents, post
+from wallet.actors.messages import IdempotencyKey
 from wallet.domain.saga import SagaState
+from wallet.http.app import create_app
 from wallet.persistence.saga_store import SagaRecord
+from wallet.service import WalletService
 
 
 async def fund(client, wallet_id, amount):
@@ -180,3 +184,49 @@ def _saga(source: str, destination: str, request_key: str | None = None) -> Saga
         request_key=request_key,
         request_fingerprint="f" if request_key else None,
     )
+
+
+async def test_a_transfer_recovery_finishes_records_the_reply_its_client_would_have_got(
+    settings, aiohttp_client, db, wallet_id
+):
+    """Recovery runs in a service that never built an HTTP app; the key then replays the whole
+    transfer reply (not a stand-in), through another instance's API."""
+    recovering = WalletService(replace(settings, saga_stuck_threshold_seconds=0.2), name="test-recovery")
+    await recovering.start(run_migrations=False)
+    serving = WalletService(settings, name="test-serving")
+    await serving.start(run_migrations=False)
+    try:
+        client = await aiohttp_client(create_app(serving))
+        await fund(client, wallet_id, 10)
+        destination, key = f"{wallet_id}-d", f"t-{uuid.uuid4()}"
+        body = {"toWalletId": destination, "amount": 3}
+        request = IdempotencyKey.for_request(
+            key, "transfer", wallet_id, {"toWalletId": destination, "amount": 300}
+        )
+        saga = _saga(wallet_id, destination, request_key=key)
+        saga = replace(saga, amount=300, request_fingerprint=request.fingerprint)
+        await recovering.saga_store.create(saga)  # as if its instance died right after recording it
+
+        async def recorded() -> bool:
+            return await db.fetchval("SELECT 1 FROM idempotency_keys WHERE key = $1", key) is not None
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await recorded():
+            assert asyncio.get_running_loop().time() < deadline, "recovery did not finish the transfer"
+            await asyncio.sleep(0.05)
+        assert recovering.transfers.recovered >= 1
+        again = await client.post(
+            f"/v1/wallet/{wallet_id}/transfer", json=body, headers={"X-Request-ID": key}
+        )
+        assert again.status == 200 and again.headers["Idempotent-Replayed"] == "true"
+        assert await again.json() == {
+            "sagaId": saga.id,
+            "state": "COMPLETED",
+            "fromWalletId": wallet_id,
+            "toWalletId": destination,
+            "amount": 3,
+        }
+        assert await balance_cents(db, destination) == 300
+    finally:
+        await serving.stop()
+        await recovering.stop()

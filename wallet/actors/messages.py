@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -63,8 +65,16 @@ Outcome = Accepted | Rejected | Refused
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyKey:
+    """A client's X-Request-ID and what makes two requests with it "the same" (``fingerprint``)."""
+
     key: str
     fingerprint: str
+
+    @classmethod
+    def for_request(cls, key: str, operation: str, wallet_id: str, params: dict[str, Any]) -> IdempotencyKey:
+        """The key of a request: its fingerprint is operation, wallet and validated parameters."""
+        canonical = json.dumps([operation, wallet_id, params], sort_keys=True, default=str)
+        return cls(key, hashlib.sha256(canonical.encode()).hexdigest())
 
 
 def _settle(future: asyncio.Future[Reply], reply: Reply) -> None:

@@ -23,7 +23,6 @@ def create_app(service: WalletService) -> web.Application:
     app[wallet_routes.SERVICE] = service
     wallet_routes.add_routes(app)
     transfer_routes.add_routes(app)
-    service.transfers.recovery_renderer = transfer_routes.recovery_renderer
     fraud_routes.add_routes(app)
     health_routes.add_routes(app)
     setup_openapi(app)  # last: documents every route registered by then

@@ -1,16 +1,15 @@
-"""The error body of API.md and the chain step that gives every failure that shape."""
+"""The chain step that gives every failure API.md's error body (``wallet.service.replies``)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 
 from wallet.http.chain import Handler
 from wallet.http.context import request_context
+from wallet.service.replies import error_body
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +26,6 @@ class ApiError(Exception):
 
 def validation_error(message: str) -> ApiError:
     return ApiError(400, "ValidationError", message)
-
-
-def utc_timestamp(at: datetime | None = None) -> str:
-    at = at or datetime.now(UTC)
-    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def error_body(status: int, name: str, message: str, path: str, request_id: str) -> dict[str, Any]:
-    return {
-        "statusCode": status,
-        "error": name,
-        "message": message,
-        "timestamp": utc_timestamp(),
-        "path": path,
-        "requestId": request_id,
-    }
 
 
 def error_response(request: web.Request, status: int, name: str, message: str) -> web.Response:

@@ -9,10 +9,11 @@ from aiohttp import web
 from wallet.domain.money import to_json_number
 from wallet.fraud.store import FraudStore, StoredAlert
 from wallet.http.context import request_context
-from wallet.http.errors import utc_timestamp, validation_error
+from wallet.http.errors import validation_error
 from wallet.http.schemas import WALLET_ID_PATTERN
 from wallet.http.validation import int_query
 from wallet.http.wallet_routes import SERVICE
+from wallet.service.replies import utc_timestamp
 
 
 def alert_body(alert: StoredAlert) -> dict[str, Any]:

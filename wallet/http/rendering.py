@@ -12,8 +12,8 @@ from wallet.actors.messages import Accepted, Outcome, Refused, Rejected, Reply
 from wallet.domain.money import to_json_number
 from wallet.domain.wallet import WalletState
 from wallet.http.context import RequestContext
-from wallet.http.errors import error_body, utc_timestamp
 from wallet.persistence.read_model import HistoryEntry, WalletView
+from wallet.service.replies import error_body, utc_timestamp
 
 
 def balance_body(state: WalletState) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from wallet.http.schemas import (
 )
 from wallet.http.validation import FastLoader, int_query, json_body, wallet_id_from
 from wallet.service import WalletService
-from wallet.service.idempotency import fingerprint
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -59,7 +58,7 @@ async def _run(
     wallet_id = request.match_info["id"]
     key = None
     if ctx.idempotency_key is not None:
-        key = IdempotencyKey(ctx.idempotency_key, fingerprint(operation, wallet_id, params))
+        key = IdempotencyKey.for_request(ctx.idempotency_key, operation, wallet_id, params)
     service = request.app[SERVICE]
     reply = await service.execute(wallet_id, command, renderer(success, ctx), key)
     return respond(reply, ctx)

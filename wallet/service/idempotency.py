@@ -10,8 +10,6 @@ transaction as the effect; across instances the database's unique key settles ra
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,12 +23,6 @@ from wallet.persistence.records import IdempotencyRecord
 log = logging.getLogger(__name__)
 
 Render = Callable[[Any], Reply]
-
-
-def fingerprint(operation: str, wallet_id: str, params: dict[str, Any]) -> str:
-    """What makes two requests "the same": operation, wallet and validated parameters."""
-    canonical = json.dumps([operation, wallet_id, params], sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _reuse(render: Render) -> Reply:

@@ -45,6 +45,7 @@ class TransferService:
         *,
         timeout_seconds: float,
         stuck_threshold_seconds: float,
+        recovery_renderer: RecoveryRenderer,
         crash_before_debit: bool = False,
     ) -> None:
         self._loop = loop
@@ -55,7 +56,7 @@ class TransferService:
         self._timeout = timeout_seconds
         self._stuck_threshold = stuck_threshold_seconds
         self._crash_before_debit = crash_before_debit
-        self.recovery_renderer: RecoveryRenderer | None = None
+        self._recovery_renderer = recovery_renderer
         self.recovered = 0
 
     async def transfer(
@@ -135,8 +136,7 @@ class TransferService:
             key = None
             if saga.request_key and saga.request_fingerprint:
                 key = IdempotencyKey(saga.request_key, saga.request_fingerprint)
-            render = self.recovery_renderer(saga) if self.recovery_renderer else _minimal_renderer
-            self._coordinator.tell(RunSaga(saga, render, None, key))
+            self._coordinator.tell(RunSaga(saga, self._recovery_renderer(saga), None, key))
         if stuck:
             log.info("recovery: driving %d stuck transfer(s)", len(stuck))
         self.recovered += len(stuck)
@@ -150,7 +150,3 @@ class TransferService:
             except Exception as exc:
                 log.warning("saga recovery round failed: %r", exc)
             await asyncio.sleep(period)
-
-
-def _minimal_renderer(result: Any) -> Reply:
-    return Reply(200, {"state": str(getattr(result, "state", "UNKNOWN"))})

@@ -32,6 +32,7 @@ from wallet.persistence.saga_store import SagaStore
 from wallet.persistence.state_loader import BatchedStateLoader
 from wallet.service.deadlines import CommandTimedOut, Deadlines
 from wallet.service.idempotency import IdempotencyGate
+from wallet.service.replies import recovery_renderer
 from wallet.service.transfers import TransferService
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class WalletService:
             self.coordinator,
             timeout_seconds=s.command_timeout_seconds,
             stuck_threshold_seconds=s.saga_stuck_threshold_seconds,
+            recovery_renderer=recovery_renderer,
             crash_before_debit=s.extra.get("WALLET_FAULT_CRASH_BEFORE_DEBIT") == "1",
         )
         self._tasks.append(self.loop.create_task(self.transfers.recover_periodically()))
@@ -111,7 +113,9 @@ class WalletService:
         # Event stream: the outbox relay (never waits for RabbitMQ); optional fraud auto-freeze.
         self.outbox = OutboxRelay(self.pool, s, name=self.name, publisher=self.bus)
         await self.outbox.start()
-        self.auto_freeze = AutoFreezer(self, s, self.bus) if s.fraud_auto_freeze else None
+        self.auto_freeze = (
+            AutoFreezer(self.execute, s, name=self.name, bus=self.bus) if s.fraud_auto_freeze else None
+        )
         if self.auto_freeze is not None:
             await self.auto_freeze.start()
         self._started = True
