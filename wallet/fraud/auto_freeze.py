@@ -2,11 +2,12 @@
 
 Consumes the critical fraud alerts the worker publishes (``fraud.alert.critical``, queue
 ``FRAUD_ALERT_QUEUE``) and freezes the wallet through the service's own command path,
-``service.execute(wallet_id, Freeze(...), render, key)``: the wallet actor decides, the event is
-written, published and cached like any other. The idempotency key is derived from the alert id,
-so a redelivered alert replays the first freeze's reply instead of freezing again (a wallet that
-an operator unfroze meanwhile stays unfrozen). A wallet already frozen or closed, or unknown, is
-answered 4xx and the alert is done; a 503 (or anything unexpected) is retried with back-off.
+``execute(wallet_id, Freeze(...), render, key)``, given at construction: the wallet actor
+decides, the event is written, published and cached like any other. The idempotency key is
+derived from the alert id, so a redelivered alert replays the first freeze's reply instead of
+freezing again (a wallet that an operator unfroze meanwhile stays unfrozen). A wallet already
+frozen or closed, or unknown, is answered 4xx and the alert is done; a 503 (or anything
+unexpected) is retried with back-off.
 
 It connects in the background and never stops the service from starting or serving. Given an
 ``InProcessBus`` (embedded mode, no ``RABBITMQ_URL``) it consumes the alerts from the bus instead.
@@ -17,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aio_pika.abc import AbstractRobustConnection
 
 from wallet.actors.messages import Accepted, IdempotencyKey, Outcome, Refused, Rejected, Reply
 from wallet.config import Settings
-from wallet.domain.commands import Freeze
+from wallet.domain.commands import Freeze, WalletCommand
 from wallet.fraud.messages import parse_alert
 from wallet.fraud.rules import Severity
 from wallet.messaging.connection import connect_robust_retrying
@@ -32,10 +34,10 @@ from wallet.messaging.consumer import RetryingConsumer
 from wallet.messaging.inprocess import Delivery, InProcessBus, Subscription
 from wallet.messaging.topology import alert_topology
 
-if TYPE_CHECKING:
-    from wallet.service import WalletService
-
 log = logging.getLogger(__name__)
+
+# How the auto-freezer runs its command: the service's own ``execute``.
+Execute = Callable[[str, WalletCommand, Callable[[Outcome], Reply], IdempotencyKey | None], Awaitable[Reply]]
 
 
 class FreezeFailed(Exception):
@@ -55,8 +57,11 @@ def render(outcome: Outcome) -> Reply:
 
 
 class AutoFreezer:
-    def __init__(self, service: WalletService, settings: Settings, bus: InProcessBus | None = None) -> None:
-        self._service = service
+    def __init__(
+        self, execute: Execute, settings: Settings, *, name: str, bus: InProcessBus | None = None
+    ) -> None:
+        self._execute = execute
+        self._name = name
         self._settings = settings
         self._bus = bus
         self._task: asyncio.Task[None] | None = None
@@ -87,7 +92,7 @@ class AutoFreezer:
             log.info("auto-freeze consuming %s (in-process bus)", s.fraud_alert_queue)
             return
         self._connection = await connect_robust_retrying(
-            s.rabbitmq_url, name=f"{self._service.name}-auto-freeze", max_backoff=s.outbox_backoff_max_seconds
+            s.rabbitmq_url, name=f"{self._name}-auto-freeze", max_backoff=s.outbox_backoff_max_seconds
         )
         channel = await self._connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=8)
@@ -98,16 +103,14 @@ class AutoFreezer:
         log.info("auto-freeze consuming %s", s.fraud_alert_queue)
 
     async def handle(self, message: Delivery) -> None:
-        from wallet.service.idempotency import fingerprint  # here: wallet.service imports this module
-
         alert = parse_alert(message.body)
         if alert.severity != Severity.CRITICAL:
             return
         reason = f"fraud alert {alert.rule} {alert.alert_id}: {alert.reason}"[:500]
         params: dict[str, Any] = {"reason": reason}
-        key = IdempotencyKey(f"fraud-freeze:{alert.alert_id}", fingerprint("freeze", alert.wallet_id, params))
+        key = IdempotencyKey.for_request(f"fraud-freeze:{alert.alert_id}", "freeze", alert.wallet_id, params)
         command = Freeze(reason, datetime.now(UTC))
-        reply = await self._service.execute(alert.wallet_id, command, render, key)
+        reply = await self._execute(alert.wallet_id, command, render, key)
         if reply.status == 200:
             if not reply.replayed:
                 self.frozen += 1
