@@ -23,8 +23,8 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
+from wallet.bootstrap import Api, build_worker, start_api
 from wallet.config import Settings
-from wallet.http.app import create_app
 from wallet.persistence.migrations import migrate
 from wallet.service import WalletService
 
@@ -117,16 +117,21 @@ def settings(database_url: str, event_stream: dict[str, Any], run_id: str) -> Se
 
 
 @pytest.fixture
-async def service(settings: Settings) -> AsyncIterator[WalletService]:
-    svc = WalletService(settings, name="test-a")
-    await svc.start(run_migrations=False)
-    yield svc
-    await svc.stop()
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    """The API process's parts, built by the composition root as ``wallet serve`` builds them."""
+    built = await start_api(settings, name="test-a", run_migrations=False)
+    yield built
+    await built.stop()
 
 
 @pytest.fixture
-async def client(aiohttp_client, service: WalletService) -> TestClient:  # type: ignore[no-untyped-def]
-    return await aiohttp_client(create_app(service))
+def service(api: Api) -> WalletService:
+    return api.service
+
+
+@pytest.fixture
+async def client(aiohttp_client, api: Api) -> TestClient:  # type: ignore[no-untyped-def]
+    return await aiohttp_client(api.app)
 
 
 @pytest.fixture
@@ -237,9 +242,7 @@ async def fraud_settings(settings: Settings) -> AsyncIterator[Settings]:
 
 @pytest.fixture
 async def fraud_worker(fraud_settings: Settings) -> AsyncIterator[Any]:
-    from wallet.fraud.worker import FraudWorker
-
-    worker = FraudWorker(fraud_settings, name="test-fraud-worker")
+    worker = build_worker(fraud_settings, name="test-fraud-worker")
     await worker.start()
     yield worker
     await worker.stop()

@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
         return 0
     if args.command == "relay":
-        from wallet.messaging.outbox import run_relay
+        from wallet.server import run_relay
 
         asyncio.run(run_relay(settings))
         return 0
     if args.command == "worker":
-        from wallet.fraud.worker import run_worker
+        from wallet.server import run_worker
 
         asyncio.run(run_worker(settings))
         return 0

@@ -1,4 +1,5 @@
-"""Running the service: HTTP server plus the wallet service, with a clean SIGTERM/SIGINT shutdown.
+"""The processes: the API (HTTP server plus the wallet service), the outbox relay and the fraud
+worker, each built by ``wallet.bootstrap`` and stopped cleanly on SIGTERM/SIGINT.
 
 A dependency whose URL is not set is embedded (wallet/embedded.py); with no RABBITMQ_URL the fraud
 worker runs here too, on the in-process bus."""
@@ -12,12 +13,10 @@ import signal
 
 from aiohttp import web
 
+from wallet import bootstrap
 from wallet.config import Settings
 from wallet.embedded import Embedded
-from wallet.fraud.worker import FraudWorker
-from wallet.http.app import create_app
 from wallet.messaging.inprocess import InProcessBus
-from wallet.service import WalletService
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +36,7 @@ def tune_garbage_collector() -> None:
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT; then answer in-flight requests, stop every actor, exit."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # from the start: embedded servers are stopped too
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals()  # from the start: embedded servers are stopped too
     embedded = await Embedded.start(settings)
     try:
         await _serve(embedded.settings, embedded.bus, stop)
@@ -49,14 +45,8 @@ async def serve(settings: Settings) -> None:
 
 
 async def _serve(settings: Settings, bus: InProcessBus | None, stop: asyncio.Event) -> None:
-    service = WalletService(settings, bus=bus)
-    await service.start()
-    worker = None
-    if bus is not None:  # no RABBITMQ_URL: the fraud worker consumes the in-process bus
-        worker = FraudWorker(settings, name="fraud-worker-inprocess", bus=bus)
-        await worker.start()
-    app = create_app(service)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
+    api = await bootstrap.start_api(settings, bus=bus)
+    runner = web.AppRunner(api.app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
     await site.start()
@@ -67,7 +57,48 @@ async def _serve(settings: Settings, bus: InProcessBus | None, stop: asyncio.Eve
         log.info("shutting down: draining requests")
     finally:
         await runner.cleanup()  # stops accepting, waits for in-flight handlers
-        await service.stop()
-        if worker is not None:
-            await worker.stop()  # after the relay: it drains what the relay published
+        await api.stop()
         log.info("stopped")
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_relay(settings: Settings) -> None:
+    """``wallet relay``: the outbox relay as its own process (API instances then run with
+    ``OUTBOX_RELAY_ENABLED=false``), so publishing costs no CPU in the request-serving process.
+    Until SIGTERM/SIGINT."""
+    stop = _stop_on_signals()
+    relay = await bootstrap.start_relay(settings)
+    log.info("outbox relay running (exchange %s)", settings.rabbitmq_exchange)
+    try:
+        await stop.wait()
+    finally:
+        await relay.stop()
+
+
+async def run_worker(settings: Settings) -> None:
+    """``wallet worker``: migrate, consume until SIGTERM or SIGINT, then stop cleanly."""
+    await bootstrap.migrate_database(settings)
+    worker = bootstrap.build_worker(settings)
+    stop = _stop_on_signals()
+    loop = asyncio.get_running_loop()
+    start = loop.create_task(worker.start())
+    stopped = loop.create_task(stop.wait())
+    await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not start.done():  # a signal while still waiting for the broker
+        start.cancel()
+        await asyncio.gather(start, return_exceptions=True)
+        return
+    start.result()
+    try:
+        await stop.wait()
+        log.info("fraud worker stopping")
+    finally:
+        await worker.stop()
+        log.info("fraud worker stopped")

@@ -21,23 +21,22 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from wallet.bootstrap import start_api
 from wallet.config import Settings
-from wallet.http.app import create_app
 from wallet.service import WalletService
 
 
 @asynccontextmanager
 async def serving(settings: Settings, name: str = "edge") -> AsyncIterator[tuple[WalletService, TestClient]]:
     """A started service and a client of its app; both stopped afterwards."""
-    service = WalletService(settings, name=name)
-    await service.start(run_migrations=False)
-    client = TestClient(TestServer(create_app(service)))
+    api = await start_api(settings, name=name, run_migrations=False)
+    client = TestClient(TestServer(api.app))
     try:
         await client.start_server()
-        yield service, client
+        yield api.service, client
     finally:
         await client.close()
-        await service.stop()
+        await api.stop()
 
 
 def free_port() -> int:

@@ -31,18 +31,16 @@ async def test_verify_passes_after_traffic_and_fails_after_tampering(aiohttp_cli
         await migrate(dsn)
         from dataclasses import replace
 
-        from wallet.http.app import create_app
-        from wallet.service import WalletService
+        from wallet.bootstrap import start_api
 
-        service = WalletService(replace(settings, database_url=dsn), name="audit")
-        await service.start(run_migrations=False)
+        api = await start_api(replace(settings, database_url=dsn), name="audit", run_migrations=False)
         try:
-            client = await aiohttp_client(create_app(service))
+            client = await aiohttp_client(api.app)
             await post(client, "/v1/wallet/a/deposit", {"amount": 100})
             await post(client, "/v1/wallet/a/withdraw", {"amount": 30})
             await post(client, "/v1/wallet/a/transfer", {"toWalletId": "b", "amount": 20})
         finally:
-            await service.stop()
+            await api.stop()
 
         healthy = run_verify(dsn)
         assert healthy.returncode == 0, healthy.stdout + healthy.stderr

@@ -39,13 +39,11 @@ async def test_pipelined_flushes_keep_a_hot_wallet_exact(aiohttp_client, setting
     """Two batches in flight per wallet (FLUSH_PIPELINE_DEPTH=2): same guarantees."""
     from dataclasses import replace
 
-    from wallet.http.app import create_app
-    from wallet.service import WalletService
+    from wallet.bootstrap import start_api
 
-    service = WalletService(replace(settings, flush_pipeline_depth=2), name="pipelined")
-    await service.start(run_migrations=False)
+    api = await start_api(replace(settings, flush_pipeline_depth=2), name="pipelined", run_migrations=False)
     try:
-        client = await aiohttp_client(create_app(service))
+        client = await aiohttp_client(api.app)
         await post(client, f"/v1/wallet/{wallet_id}/deposit", {"amount": 100})
         results = await asyncio.gather(
             *(post(client, f"/v1/wallet/{wallet_id}/withdraw", {"amount": 1}) for _ in range(150)),
@@ -56,4 +54,4 @@ async def test_pipelined_flushes_keep_a_hot_wallet_exact(aiohttp_client, setting
         assert await balance_cents(db, wallet_id) == 10000 - withdrawn * 100 + 300
         await assert_projection_matches_events(db, wallet_id)
     finally:
-        await service.stop()
+        await api.stop()

@@ -15,11 +15,10 @@ import aio_pika
 import pytest
 
 from tests.helpers import post
+from wallet.bootstrap import start_api
 from wallet.fraud.messages import AlertMessage
-from wallet.http.app import create_app
 from wallet.messaging.consumer import RETRIES_HEADER
 from wallet.messaging.topology import declare_exchange, fraud_topology
-from wallet.service import WalletService
 
 
 async def wait_for(condition: Any, timeout: float = 10.0) -> None:
@@ -221,12 +220,13 @@ async def test_rapid_withdrawals_and_a_high_value_one_end_to_end_and_listed(clie
 async def test_auto_freeze_freezes_the_wallet_on_a_critical_alert(
     aiohttp_client, fraud_settings, fraud_worker, db, channel
 ):
-    service = WalletService(replace(fraud_settings, fraud_auto_freeze=True), name="auto-freeze")
-    await service.start(run_migrations=False)
+    api = await start_api(
+        replace(fraud_settings, fraud_auto_freeze=True), name="auto-freeze", run_migrations=False
+    )
     try:
-        assert service.auto_freeze is not None
-        await asyncio.wait_for(service.auto_freeze.ready.wait(), 10)
-        client = await aiohttp_client(create_app(service))
+        assert api.auto_freeze is not None
+        await asyncio.wait_for(api.auto_freeze.ready.wait(), 10)
+        client = await aiohttp_client(api.app)
         wallet = f"fw-{uuid.uuid4().hex[:10]}"
         assert (await post(client, f"/v1/wallet/{wallet}/deposit", {"amount": 100}))[0] == 200
         for _ in range(4):
@@ -251,22 +251,22 @@ async def test_auto_freeze_freezes_the_wallet_on_a_critical_alert(
         await publish(channel, fraud_settings, alert.to_json(), "fraud.alert.critical", str(alert.alert_id))
 
         async def handled_twice() -> bool:
-            assert service.auto_freeze is not None and service.auto_freeze._consumer is not None
-            return service.auto_freeze._consumer.stats.handled >= 2
+            assert api.auto_freeze is not None and api.auto_freeze._consumer is not None
+            return api.auto_freeze._consumer.stats.handled >= 2
 
         await wait_for(handled_twice)
         frozen_events = await db.fetchval(
             "SELECT count(*) FROM wallet_events WHERE wallet_id = $1 AND event_type = 'WALLET_FROZEN'", wallet
         )
         assert frozen_events == 1
-        assert service.auto_freeze.frozen == 1
+        assert api.auto_freeze.frozen == 1
         assert (await post(client, f"/v1/wallet/{wallet}/withdraw", {"amount": 1}))[0] == 200
     finally:
-        await service.stop()
+        await api.stop()
 
 
-async def test_auto_freeze_is_off_by_default(client, service, fraud_worker, db):
-    assert service.auto_freeze is None
+async def test_auto_freeze_is_off_by_default(client, api, fraud_worker, db):
+    assert api.auto_freeze is None
     wallet = f"fw-{uuid.uuid4().hex[:10]}"
     assert (await post(client, f"/v1/wallet/{wallet}/deposit", {"amount": 100}))[0] == 200
     for _ in range(4):

@@ -18,9 +18,7 @@ from typing import Any
 import asyncpg
 
 from tests.helpers import post
-from wallet.http.app import create_app
-from wallet.messaging.outbox import OutboxRelay
-from wallet.service import WalletService
+from wallet.bootstrap import start_api, start_relay, start_service
 
 
 async def events_of(db: asyncpg.Connection, wallet_ids: Iterable[str]) -> dict[str, list[str]]:
@@ -107,13 +105,11 @@ async def test_n_operations_give_exactly_their_events_on_the_exchange_in_order(c
 async def test_two_relays_on_one_database_publish_each_event_once_in_order(
     aiohttp_client, settings, db, collector
 ):
-    a = WalletService(settings, name="relay-a")
-    b = WalletService(settings, name="relay-b")
-    await a.start(run_migrations=False)
-    await b.start(run_migrations=False)
+    a = await start_api(settings, name="relay-a", run_migrations=False)
+    b = await start_api(settings, name="relay-b", run_migrations=False)
     try:
-        client_a = await aiohttp_client(create_app(a))
-        client_b = await aiohttp_client(create_app(b))
+        client_a = await aiohttp_client(a.app)
+        client_b = await aiohttp_client(b.app)
         wallets = new_wallets(3)
         for w in wallets:
             assert (await post(client_a, f"/v1/wallet/{w}/deposit", {"amount": 100}))[0] == 200
@@ -132,7 +128,7 @@ async def test_two_relays_on_one_database_publish_each_event_once_in_order(
         assert len(received) == total
         assert first_occurrences(received) == expected
         # Both relays ran; the leader lock let one publish at a time.
-        assert a.outbox.stats.rounds > 0 and b.outbox.stats.rounds > 0
+        assert a.service.outbox.stats.rounds > 0 and b.service.outbox.stats.rounds > 0
     finally:
         await a.stop()
         await b.stop()
@@ -178,8 +174,9 @@ async def test_commit_to_publish_latency_under_light_load(client, service, colle
 async def test_published_rows_are_purged_after_the_retention_and_the_lag_is_zero(
     client, db, settings, collector
 ):
-    svc = WalletService(replace(settings, outbox_retention_seconds=0.2), name="purger")
-    await svc.start(run_migrations=False)
+    svc = await start_service(
+        replace(settings, outbox_retention_seconds=0.2), name="purger", run_migrations=False
+    )
     try:
         wallet = new_wallets(1)[0]
         await operations(client, wallet, 3)
@@ -194,12 +191,11 @@ async def test_published_rows_are_purged_after_the_retention_and_the_lag_is_zero
 
 async def test_the_service_starts_and_serves_with_the_broker_unreachable(aiohttp_client, settings, db):
     dead = replace(settings, rabbitmq_url="amqp://guest:guest@127.0.0.1:1/", health_timeout_seconds=1.0)
-    svc = WalletService(dead, name="no-broker")
     started = time.monotonic()
-    await svc.start(run_migrations=False)
+    svc = await start_api(dead, name="no-broker", run_migrations=False)
     try:
         assert time.monotonic() - started < 2.0
-        client = await aiohttp_client(create_app(svc))
+        client = await aiohttp_client(svc.app)
         wallet = new_wallets(1)[0]
         for _ in range(3):
             assert (await post(client, f"/v1/wallet/{wallet}/deposit", {"amount": 5}))[0] == 200
@@ -209,8 +205,8 @@ async def test_the_service_starts_and_serves_with_the_broker_unreachable(aiohttp
         assert body["error"]["rabbitmq"]["status"] == "down"
         assert body["info"]["database"]["status"] == "up"
         await asyncio.sleep(0.3)
-        assert await svc.outbox.measure_lag() > 0.2
-        assert not svc.outbox.broker_connected
+        assert await svc.service.outbox.measure_lag() > 0.2
+        assert not svc.service.outbox.broker_connected
         unpublished = await db.fetchval(
             "SELECT count(*) FROM outbox WHERE wallet_id = $1 AND published_at IS NULL", wallet
         )
@@ -229,26 +225,24 @@ async def test_health_reports_rabbitmq_up(client):
 async def test_a_separate_relay_process_publishes_for_api_instances_with_the_relay_off(
     aiohttp_client, settings, collector
 ):
-    api = WalletService(replace(settings, outbox_relay_enabled=False), name="api-only")
-    await api.start(run_migrations=False)
+    api = await start_api(
+        replace(settings, outbox_relay_enabled=False), name="api-only", run_migrations=False
+    )
     try:
-        client = await aiohttp_client(create_app(api))
+        client = await aiohttp_client(api.app)
         wallet = new_wallets(1)[0]
         await operations(client, wallet, 5)
         await asyncio.sleep(0.5)
         assert collector.of([wallet]) == []  # nothing publishes in the API instance ...
-        assert await api.outbox.measure_lag() > 0.3  # ... which still measures the lag
+        assert await api.service.outbox.measure_lag() > 0.3  # ... which still measures the lag
         assert (await client.get("/health/ready")).status == 200
 
         # What `wallet relay` runs:
-        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
-        relay = OutboxRelay(pool, replace(settings, outbox_relay_enabled=True), name="standalone")
-        await relay.start()
+        relay = await start_relay(settings, name="standalone", run_migrations=False)
         try:
             await collector.wait_until(lambda: len(collector.of([wallet])) >= 6)
             assert {r.app_id for r in collector.of([wallet])} == {"standalone"}
         finally:
             await relay.stop()
-            await pool.close()
     finally:
         await api.stop()

@@ -18,8 +18,7 @@ import pytest
 from tests.helpers import post
 from tests.integration.edges import TcpProxy, through
 from tests.integration.test_outbox import events_of, first_occurrences, new_wallets
-from wallet.http.app import create_app
-from wallet.service import WalletService
+from wallet.bootstrap import start_api
 
 
 @pytest.fixture
@@ -35,10 +34,9 @@ async def test_writes_go_on_while_the_broker_is_away_and_the_backlog_drains(
     aiohttp_client, settings, fraud_settings, db, collector, fraud_worker, proxy
 ):
     relayed = replace(fraud_settings, rabbitmq_url=through(settings.rabbitmq_url, proxy.port))
-    service = WalletService(relayed, name="outage")
-    await service.start(run_migrations=False)
+    api = await start_api(relayed, name="outage", run_migrations=False)
     try:
-        client = await aiohttp_client(create_app(service))
+        client = await aiohttp_client(api.app)
         wallets = new_wallets(3)
         rapid = wallets[0]  # four withdrawals, across the outage: one RAPID_WITHDRAWALS alert
         for w in wallets:
@@ -56,8 +54,8 @@ async def test_writes_go_on_while_the_broker_is_away_and_the_backlog_drains(
         await asyncio.sleep(0.5)
         received_during_outage = len(collector.of(wallets))
         assert received_during_outage == 7
-        assert await service.outbox.measure_lag() > 0.3
-        assert not service.outbox.broker_connected
+        assert await api.service.outbox.measure_lag() > 0.3
+        assert not api.service.outbox.broker_connected
         ready = await client.get("/health/ready")
         assert ready.status == 503 and (await ready.json())["error"]["rabbitmq"]["status"] == "down"
 
@@ -66,10 +64,10 @@ async def test_writes_go_on_while_the_broker_is_away_and_the_backlog_drains(
         expected = await events_of(db, wallets)
         total = sum(len(ids) for ids in expected.values())
         await collector.wait_until(lambda: len({r.message_id for r in collector.of(wallets)}) >= total, 10)
-        lag = [await service.outbox.measure_lag()]  # messages may arrive before the marks commit
+        lag = [await api.service.outbox.measure_lag()]  # messages may arrive before the marks commit
         while lag[-1] > 0.5 and len(lag) < 50:
             await asyncio.sleep(0.02)
-            lag.append(await service.outbox.measure_lag())
+            lag.append(await api.service.outbox.measure_lag())
         assert lag[-1] <= 0.5, lag
         # ... and writes go on.
         assert (await post(client, f"/v1/wallet/{rapid}/withdraw", {"amount": 1}))[0] == 200
@@ -83,7 +81,7 @@ async def test_writes_go_on_while_the_broker_is_away_and_the_backlog_drains(
             rapid,
         )
         assert replayed == 4
-        service.outbox.wake()
+        api.service.outbox.wake()
 
         expected = await events_of(db, wallets)
         total = sum(len(ids) for ids in expected.values())
@@ -110,4 +108,4 @@ async def test_writes_go_on_while_the_broker_is_away_and_the_backlog_drains(
         alerts = await db.fetch("SELECT rule, event_id FROM fraud_alerts WHERE wallet_id = $1", rapid)
         assert [(a["rule"], a["event_id"]) for a in alerts] == [("RAPID_WITHDRAWALS", withdrawals[3]["id"])]
     finally:
-        await service.stop()
+        await api.stop()

@@ -12,10 +12,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from tests.integration.edges import closed_port_url, serving
+from wallet.bootstrap import start_api
 from wallet.config import Settings
-from wallet.http.app import create_app
 from wallet.http.rate_limit import PRINCIPAL, rate_limiting
-from wallet.service import WalletService
 
 
 @pytest.fixture
@@ -130,10 +129,9 @@ async def test_without_a_trusted_proxy_the_peer_address_is_the_client(limited, w
 
 async def test_the_authenticated_principal_is_the_client(limited, wallet_id):
     own = replace(limited, rate_limit_default="2/minute")
-    service = WalletService(own, name="rl-principal")
-    await service.start(run_migrations=False)
+    api = await start_api(own, name="rl-principal", run_migrations=False)
     try:
-        app = create_app(service)
+        app = api.app
 
         @web.middleware  # an authentication layer's stand-in
         async def authenticate(request, handler):
@@ -152,7 +150,7 @@ async def test_the_authenticated_principal_is_the_client(limited, wallet_id):
             other_user = await client.get(f"/v1/wallet/{wallet_id}", headers={"X-User": user + "x", **ip})
             assert other_user.status == 404  # same address, another principal
     finally:
-        await service.stop()
+        await api.stop()
 
 
 async def test_redis_down_limits_are_kept_per_instance(limited, wallet_id):

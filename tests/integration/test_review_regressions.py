@@ -8,19 +8,16 @@ import pytest
 
 from tests.helpers import post
 from wallet.actors.messages import IdempotencyKey, Refused, Reply
-from wallet.http.app import create_app
-from wallet.service import WalletService
+from wallet.bootstrap import start_api
 from wallet.service.idempotency import IdempotencyGate
 
 
 @pytest.fixture
 async def two_clients(aiohttp_client, settings):
-    a = WalletService(settings, name="rev-a")
-    b = WalletService(settings, name="rev-b")
-    await a.start(run_migrations=False)
-    await b.start(run_migrations=False)
+    a = await start_api(settings, name="rev-a", run_migrations=False)
+    b = await start_api(settings, name="rev-b", run_migrations=False)
     try:
-        yield await aiohttp_client(create_app(a)), await aiohttp_client(create_app(b))
+        yield await aiohttp_client(a.app), await aiohttp_client(b.app)
     finally:
         await a.stop()
         await b.stop()

@@ -9,10 +9,9 @@ from dataclasses import replace
 
 from tests.helpers import assert_projection_matches_events, balance_cents, post
 from wallet.actors.messages import IdempotencyKey
+from wallet.bootstrap import start_api, start_service
 from wallet.domain.saga import SagaState
-from wallet.http.app import create_app
 from wallet.persistence.saga_store import SagaRecord
-from wallet.service import WalletService
 
 
 async def fund(client, wallet_id, amount):
@@ -191,12 +190,12 @@ async def test_a_transfer_recovery_finishes_records_the_reply_its_client_would_h
 ):
     """Recovery runs in a service that never built an HTTP app; the key then replays the whole
     transfer reply (not a stand-in), through another instance's API."""
-    recovering = WalletService(replace(settings, saga_stuck_threshold_seconds=0.2), name="test-recovery")
-    await recovering.start(run_migrations=False)
-    serving = WalletService(settings, name="test-serving")
-    await serving.start(run_migrations=False)
+    recovering = await start_service(
+        replace(settings, saga_stuck_threshold_seconds=0.2), name="test-recovery", run_migrations=False
+    )
+    serving = await start_api(settings, name="test-serving", run_migrations=False)
     try:
-        client = await aiohttp_client(create_app(serving))
+        client = await aiohttp_client(serving.app)
         await fund(client, wallet_id, 10)
         destination, key = f"{wallet_id}-d", f"t-{uuid.uuid4()}"
         body = {"toWalletId": destination, "amount": 3}

@@ -9,21 +9,18 @@ from dataclasses import replace
 import pytest
 
 from tests.helpers import assert_projection_matches_events, balance_cents, post
-from wallet.http.app import create_app
-from wallet.service import WalletService
+from wallet.bootstrap import start_api
 
 
 @pytest.mark.parametrize(("depth", "writers"), [(1, 1), (2, 2)])
 async def test_no_lost_update_across_instances(aiohttp_client, settings, db, wallet_id, depth, writers):
     # depth 2: two batches in flight per wallet; writers 2: two flush transactions at once
     settings = replace(settings, flush_pipeline_depth=depth, writer_concurrency=writers)
-    a = WalletService(settings, name="inst-a")
-    b = WalletService(settings, name="inst-b")
-    await a.start(run_migrations=False)
-    await b.start(run_migrations=False)
+    a = await start_api(settings, name="inst-a", run_migrations=False)
+    b = await start_api(settings, name="inst-b", run_migrations=False)
     try:
-        client_a = await aiohttp_client(create_app(a))
-        client_b = await aiohttp_client(create_app(b))
+        client_a = await aiohttp_client(a.app)
+        client_b = await aiohttp_client(b.app)
         await post(client_a, f"/v1/wallet/{wallet_id}/deposit", {"amount": 1000})
 
         async def hammer(client, n, kind):
@@ -41,7 +38,7 @@ async def test_no_lost_update_across_instances(aiohttp_client, settings, db, wal
         assert statuses == {200: 1000}, statuses
         assert await balance_cents(db, wallet_id) == (1000 + 600 - 400) * 100
         await assert_projection_matches_events(db, wallet_id)
-        conflicts = a.writer.stats.version_conflicts + b.writer.stats.version_conflicts
+        conflicts = a.service.writer.stats.version_conflicts + b.service.writer.stats.version_conflicts
         assert conflicts > 0, "the version-conflict path was not exercised"
     finally:
         await a.stop()

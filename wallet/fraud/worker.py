@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from dataclasses import dataclass
 
 import aio_pika
@@ -37,7 +36,6 @@ from wallet.messaging.consumer import RetryingConsumer
 from wallet.messaging.inprocess import Delivery, InProcessBus, Subscription
 from wallet.messaging.topology import alert_routing_key, declare_exchange, fraud_topology
 from wallet.persistence.db import create_pool
-from wallet.persistence.migrations import migrate
 
 log = logging.getLogger(__name__)
 
@@ -199,29 +197,3 @@ class FraudWorker:
             except Exception as exc:
                 log.warning("fraud worker: purge failed: %r", exc)
             await asyncio.sleep(PURGE_EVERY_SECONDS)
-
-
-async def run_worker(settings: Settings) -> None:
-    """``wallet worker``: migrate, consume until SIGTERM or SIGINT, then stop cleanly."""
-    applied = await migrate(settings.database_url)
-    if applied:
-        log.info("applied migrations: %s", ", ".join(applied))
-    worker = FraudWorker(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    start = loop.create_task(worker.start())
-    stopped = loop.create_task(stop.wait())
-    await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    if not start.done():  # a signal while still waiting for the broker
-        start.cancel()
-        await asyncio.gather(start, return_exceptions=True)
-        return
-    start.result()
-    try:
-        await stop.wait()
-        log.info("fraud worker stopping")
-    finally:
-        await worker.stop()
-        log.info("fraud worker stopped")

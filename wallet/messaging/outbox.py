@@ -33,7 +33,7 @@ Published rows are purged after ``outbox_retention_seconds``.
 recent publishes) are for /health and /metrics.
 
 Publishing costs about 100 µs of Python per event on the loop. With ``OUTBOX_RELAY_ENABLED=false``
-an API instance only measures the lag and probes the broker, and ``wallet relay`` (``run_relay``)
+an API instance only measures the lag and probes the broker, and ``wallet relay`` (``wallet.server``)
 publishes from its own process; any mix of relays is safe (one leader at a time).
 
 In embedded mode (no ``RABBITMQ_URL``) the relay is given a ``publisher``, the in-process bus
@@ -49,7 +49,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -543,29 +543,3 @@ class OutboxRelay:
 async def _close_quietly(connection: AbstractConnection) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(connection.close(), 2.0)
-
-
-async def run_relay(settings: Settings) -> None:
-    """``wallet relay``: the outbox relay as its own process (API instances then run with
-    ``OUTBOX_RELAY_ENABLED=false``), so publishing costs no CPU in the request-serving process.
-    Any mix of relays is safe: one publishes at a time (the leader lock). Until SIGTERM/SIGINT."""
-    import signal
-
-    from wallet.persistence.db import create_pool
-    from wallet.persistence.migrations import migrate
-
-    await migrate(settings.database_url)
-    settings = replace(settings, outbox_relay_enabled=True)
-    pool = await create_pool(settings.database_url, min_size=1, max_size=2, application_name="wallet-relay")
-    relay = OutboxRelay(pool, settings, name="wallet-relay")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await relay.start()
-    log.info("outbox relay running (exchange %s)", settings.rabbitmq_exchange)
-    try:
-        await stop.wait()
-    finally:
-        await relay.stop()
-        await pool.close()
