@@ -14,6 +14,7 @@ import os
 import signal
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pykka
@@ -112,7 +113,7 @@ class TransferService:
             os.kill(os.getpid(), signal.SIGKILL)
         future: asyncio.Future[Reply] = self._loop.create_future()
         self._coordinator.tell(RunSaga(stored, render, FutureReply(self._loop, future), key))
-        return await future
+        return naming_saga(await future, stored.id)
 
     async def _duplicate(
         self, saga: SagaRecord, key: IdempotencyKey, render: RenderTransfer, render_outcome: RenderOutcome
@@ -125,9 +126,10 @@ class TransferService:
             record = await self._idempotency.find(key.key)
             if record is not None:
                 return Reply(record.status, record.body, replayed=True)
-        return render(
-            Refused(409, "IdempotencyKeyInFlightError", "a transfer with this X-Request-ID is in progress")
+        in_flight = Refused(
+            409, "IdempotencyKeyInFlightError", "a transfer with this X-Request-ID is in progress"
         )
+        return naming_saga(render(in_flight), saga.id)
 
     async def recover_stuck(self) -> int:
         """Hand every stuck saga to the coordinator (it skips those it is already driving)."""
@@ -150,3 +152,12 @@ class TransferService:
             except Exception as exc:
                 log.warning("saga recovery round failed: %r", exc)
             await asyncio.sleep(period)
+
+
+def naming_saga(reply: Reply, saga_id: str) -> Reply:
+    """A transfer answered 409 or 503 once its saga exists names it (``sagaId``), so the client
+    can follow it with GET /v1/transfers/{id} instead of guessing whether it happened."""
+    body = reply.body
+    if reply.status in (409, 503) and isinstance(body, dict) and "sagaId" not in body:
+        return replace(reply, body=body | {"sagaId": saga_id})
+    return reply
