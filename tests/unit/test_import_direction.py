@@ -13,6 +13,9 @@ from pathlib import Path
 import wallet
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    # The Python client of the API: stands alone (aiohttp and the standard library), so it may
+    # import nothing of the project outside itself.
+    ("client", ("wallet.client",)),
     # Settings and ids: leaves that every layer may use.
     ("foundation", ("wallet.config", "wallet.ids")),
     # No I/O: the wallet decider and the fraud rules and message formats.
