@@ -1,0 +1,116 @@
+-- The flush function: its one current definition. Applied by ``migrate()`` after the numbered
+-- migrations whenever this file's hash differs from the one recorded in ``schema_migrations``, so a
+-- change to it is a change to this file alone (0001, 0002 and 0004 keep their copies as history).
+--
+-- One flush: many wallets' batches in one round trip. Each wallet's batch is applied in its own
+-- subtransaction: a version conflict, a taken idempotency key or a saga step from an unexpected
+-- state rolls back that wallet alone and its position (1-based) is returned, so its actor reloads
+-- and decides again; the others commit. One notification wakes the outbox relay if anything was
+-- written.
+--
+-- batches: [{"w": wallet id,
+--            "ev": expected version (0: new wallet),
+--            "pe": id of the wallet's last event the batch builds on (0004_flush_chain.sql),
+--            "le": id of the batch's own last event,
+--            "s": new state or null (decisions that wrote nothing still check the version),
+--            "e": [{"id","v","t","a","bal","m","at"}] events,
+--            "k": [{"k","f","s","r"}] idempotency records (key, fingerprint, status, reply),
+--            "g": [{"id","from","to","cur","err","why"}] saga state changes}]
+
+CREATE OR REPLACE FUNCTION wallet_apply_batches(batches jsonb) RETURNS integer[] LANGUAGE plpgsql AS $$
+DECLARE
+    item record;
+    wb jsonb;
+    s jsonb;
+    expected bigint;
+    conflicts integer[] := '{}';
+    wrote boolean := false;
+    n bigint;
+    g jsonb;
+BEGIN
+    FOR item IN SELECT value, ordinality FROM jsonb_array_elements(batches) WITH ORDINALITY LOOP
+        wb := item.value;
+        BEGIN
+            expected := (wb->>'ev')::bigint;
+            IF jsonb_array_length(wb->'k') > 0 THEN
+                INSERT INTO idempotency_keys (key, fingerprint, status_code, response)
+                SELECT k->>'k', k->>'f', (k->>'s')::integer, k->'r'
+                FROM jsonb_array_elements(wb->'k') AS k;
+            END IF;
+            FOR g IN SELECT value FROM jsonb_array_elements(coalesce(wb->'g', '[]'::jsonb)) LOOP
+                UPDATE transfer_sagas
+                   SET state = g->>'to',
+                       currency = coalesce(g->>'cur', currency),
+                       failure_error = coalesce(g->>'err', failure_error),
+                       failure_reason = coalesce(g->>'why', failure_reason),
+                       updated_at = clock_timestamp()
+                 WHERE id = (g->>'id')::uuid AND state = g->>'from';
+                IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WV002'; END IF;
+            END LOOP;
+            s := wb->'s';
+            IF jsonb_typeof(s) IS DISTINCT FROM 'object' THEN
+                IF expected = 0 THEN
+                    PERFORM 1 FROM wallets WHERE id = wb->>'w';
+                    IF FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WV001'; END IF;
+                ELSE
+                    PERFORM 1 FROM wallets WHERE id = wb->>'w' AND version = expected
+                        AND last_event_id IS NOT DISTINCT FROM (wb->>'pe')::uuid;
+                    IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WV001'; END IF;
+                END IF;
+            ELSE
+                IF expected = 0 THEN
+                    INSERT INTO wallets (id, currency, balance, version, status,
+                                         daily_withdrawal_limit, outflow_day, outflow_today,
+                                         last_event_id)
+                    VALUES (wb->>'w', s->>'currency', (s->>'balance')::bigint,
+                            (s->>'version')::bigint, s->>'status', (s->>'limit')::bigint,
+                            (s->>'oday')::date, (s->>'otoday')::bigint, (wb->>'le')::uuid)
+                    ON CONFLICT (id) DO NOTHING;
+                ELSE
+                    UPDATE wallets
+                       SET balance = (s->>'balance')::bigint,
+                           version = (s->>'version')::bigint,
+                           status = s->>'status',
+                           daily_withdrawal_limit = (s->>'limit')::bigint,
+                           outflow_day = (s->>'oday')::date,
+                           outflow_today = (s->>'otoday')::bigint,
+                           last_event_id = (wb->>'le')::uuid,
+                           updated_at = now()
+                     WHERE id = wb->>'w' AND version = expected
+                       AND last_event_id IS NOT DISTINCT FROM (wb->>'pe')::uuid;
+                END IF;
+                GET DIAGNOSTICS n = ROW_COUNT;
+                IF n = 0 THEN RAISE EXCEPTION USING ERRCODE = 'WV001'; END IF;
+                WITH ev AS (
+                    INSERT INTO wallet_events (id, wallet_id, version, event_type, amount,
+                                               balance_after, metadata, created_at)
+                    SELECT e.id, wb->>'w', e.v, e.t, e.a, e.bal, e.m, e."at"
+                    FROM jsonb_to_recordset(wb->'e')
+                         AS e(id uuid, v bigint, t text, a bigint, bal bigint, m jsonb, "at" timestamptz)
+                    RETURNING *
+                )
+                INSERT INTO outbox (event_id, wallet_id, routing_key, payload)
+                SELECT ev.id, ev.wallet_id, 'wallet.' || lower(ev.event_type),
+                       jsonb_build_object(
+                           'eventId', ev.id,
+                           'eventType', ev.event_type,
+                           'walletId', ev.wallet_id,
+                           'amount', (ev.amount::numeric / 100)::numeric(20, 2),
+                           'currency', s->>'currency',
+                           'version', ev.version,
+                           'metadata', ev.metadata,
+                           'occurredAt', to_char(ev.created_at AT TIME ZONE 'UTC',
+                                                 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                FROM ev ORDER BY ev.version;
+                wrote := true;
+            END IF;
+        EXCEPTION
+            WHEN unique_violation OR SQLSTATE 'WV001' OR SQLSTATE 'WV002' THEN
+                conflicts := conflicts || item.ordinality::integer;
+        END;
+    END LOOP;
+    IF wrote THEN
+        PERFORM pg_notify('wallet_outbox', '');
+    END IF;
+    RETURN conflicts;
+END $$;
