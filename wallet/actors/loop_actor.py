@@ -14,6 +14,10 @@ DESIGN.md). The rule that comes with it: a LoopActor must never block. Its I/O r
 the loop whose results come back as messages.
 
 ``ask()`` works (it returns a pykka ThreadingFuture) but must never be waited on from the loop.
+
+Beyond pykka's three documented extension points this uses its private loop methods, so
+``tests/unit/test_loop_actor.py`` holds it to pykka's actor contract and setup.cfg pins pykka's
+minor version.
 """
 
 from __future__ import annotations
