@@ -56,8 +56,27 @@ class Refused:
     message: str
 
 
+# The refusals, one constructor each; nothing else builds a Refused.
+
+
 def unavailable(message: str) -> Refused:
+    """503: the service cannot take the command now; the client retries (same X-Request-ID)."""
     return Refused(503, "ServiceUnavailableError", message)
+
+
+def key_in_flight(message: str) -> Refused:
+    """409: a request with this X-Request-ID is still being answered."""
+    return Refused(409, "IdempotencyKeyInFlightError", message)
+
+
+def saga_step_obsolete(message: str) -> Refused:
+    """409: a saga step arrived for a saga already past that step (recovery or a retry sent it again)."""
+    return Refused(409, "SagaStepObsoleteError", message)
+
+
+def internal_error(message: str) -> Refused:
+    """500: a reply the service cannot interpret (a bug, not a client's doing)."""
+    return Refused(500, "InternalServerError", message)
 
 
 Outcome = Accepted | Rejected | Refused

@@ -39,6 +39,8 @@ from wallet.actors.messages import (
     Reply,
     ReplyTo,
     StepReply,
+    internal_error,
+    unavailable,
 )
 from wallet.domain.commands import CompensateTransfer, CreditFromTransfer, DebitForTransfer
 from wallet.domain.errors import DomainError
@@ -160,7 +162,7 @@ class TransferCoordinator(LoopActor):
         try:
             self._tell_wallet(wallet_id, envelope)
         except DirectoryClosed:
-            self._finish(run, run.render(Refused(503, "ServiceUnavailableError", "service is shutting down")))
+            self._finish(run, run.render(unavailable("service is shutting down")))
 
     def _step_renderer(self, run: _Run) -> Callable[[Outcome], Reply]:
         """Called by the wallet actor: the step's outcome, and the client's reply if it is the last."""
@@ -192,9 +194,7 @@ class TransferCoordinator(LoopActor):
         outcome = reply.outcome
         if isinstance(outcome, Refused) or outcome is None:
             # Not now (503) or already done elsewhere (409): the saga stays as the database has it.
-            refusal = (
-                outcome if isinstance(outcome, Refused) else Refused(500, "InternalServerError", "no outcome")
-            )
+            refusal = outcome if isinstance(outcome, Refused) else internal_error("no outcome")
             self._finish(run, run.render(refusal))
             return
         if reply.recordable:  # the saga reached its final state with this step
@@ -212,7 +212,7 @@ class TransferCoordinator(LoopActor):
             self._compensate(run, outcome.error)
         else:
             log.error("saga %s: refund refused (%r); left for recovery", run.saga.id, outcome)
-            self._finish(run, run.render(Refused(503, "ServiceUnavailableError", "refund pending; retry")))
+            self._finish(run, run.render(unavailable("refund pending; retry")))
 
     def _finish(self, run: _Run, reply: Reply) -> None:
         self._running.pop(run.saga.id, None)

@@ -33,9 +33,9 @@ from wallet.actors.messages import (
     FlushRequest,
     FlushResult,
     Passivate,
-    Refused,
     Rejected,
     Reply,
+    saga_step_obsolete,
     unavailable,
 )
 from wallet.domain.errors import DomainError, IdempotencyKeyReuseError
@@ -369,7 +369,7 @@ class WalletActor(LoopActor):
             if is_saga_step(command):
                 current = await self._ctx.sagas.state(command.saga_id)
                 if current is not expected_state(command):
-                    refusal = Refused(409, "SagaStepObsoleteError", f"saga is {current}; step not applied")
+                    refusal = saga_step_obsolete(f"saga is {current}; step not applied")
                     replies[id(envelope)] = envelope.render(refusal)
                     continue
             if envelope.idempotency is None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from wallet.actors.messages import IdempotencyKey, Refused, Rejected, Reply
+from wallet.actors.messages import IdempotencyKey, Rejected, Reply, key_in_flight, unavailable
 from wallet.domain.errors import IdempotencyKeyReuseError
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.records import IdempotencyRecord
@@ -61,7 +61,7 @@ class IdempotencyGate:
             record = await self._store.find(key.key)
         except Exception as exc:
             log.warning("idempotency lookup failed: %r", exc)
-            reply = render(Refused(503, "ServiceUnavailableError", "database unavailable"))
+            reply = render(unavailable("database unavailable"))
             self._settle(key.key, settled, reply)
             return reply
         if record is not None:
@@ -74,7 +74,7 @@ class IdempotencyGate:
             if done.cancelled() or done.exception() is not None:
                 if not done.cancelled():
                     log.warning("request with X-Request-ID failed: %r", done.exception())
-                reply = render(Refused(503, "ServiceUnavailableError", "request failed; retry"))
+                reply = render(unavailable("request failed; retry"))
             else:
                 reply = done.result()
             self._settle(key.key, settled, reply)  # the key is never left stuck in flight
@@ -87,20 +87,8 @@ class IdempotencyGate:
             return await asyncio.wait_for(asyncio.shield(future), self._wait_seconds)
         except TimeoutError:
             if duplicate:
-                return render(
-                    Refused(
-                        409,
-                        "IdempotencyKeyInFlightError",
-                        "a request with this X-Request-ID is still in flight",
-                    )
-                )
-            return render(
-                Refused(
-                    503,
-                    "ServiceUnavailableError",
-                    "timed out waiting for the wallet; retry with the same X-Request-ID",
-                )
-            )
+                return render(key_in_flight("a request with this X-Request-ID is still in flight"))
+            return render(unavailable("timed out waiting for the wallet; retry with the same X-Request-ID"))
 
     def _settle(self, key: str, settled: asyncio.Future[Reply], reply: Reply) -> None:
         if not settled.done():

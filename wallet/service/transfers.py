@@ -19,7 +19,15 @@ from typing import Any
 
 import pykka
 
-from wallet.actors.messages import FutureReply, IdempotencyKey, Outcome, Refused, Rejected, Reply, unavailable
+from wallet.actors.messages import (
+    FutureReply,
+    IdempotencyKey,
+    Outcome,
+    Rejected,
+    Reply,
+    key_in_flight,
+    unavailable,
+)
 from wallet.actors.transfer_coordinator import RenderTransfer, RunSaga
 from wallet.domain.errors import IdempotencyKeyReuseError
 from wallet.domain.saga import FINAL_STATES, SagaState
@@ -126,9 +134,7 @@ class TransferService:
             record = await self._idempotency.find(key.key)
             if record is not None:
                 return Reply(record.status, record.body, replayed=True)
-        in_flight = Refused(
-            409, "IdempotencyKeyInFlightError", "a transfer with this X-Request-ID is in progress"
-        )
+        in_flight = key_in_flight("a transfer with this X-Request-ID is in progress")
         return naming_saga(render(in_flight), saga.id)
 
     async def recover_stuck(self) -> int:
