@@ -203,3 +203,16 @@ async def test_a_transfer_still_pending_at_the_deadline_raises_with_its_saga_id(
             await client.transfer("a", "b", 5, deadline=0.6)
     assert time.monotonic() - started < 0.8
     assert (caught.value.saga_id, caught.value.state) == (SAGA, "DEBITED")
+
+
+async def test_a_key_that_may_not_read_transfers_waits_on_the_post_instead(served):
+    script = Script(
+        (409, error(409, "IdempotencyKeyInFlightError", sagaId=SAGA), {}),
+        (403, error(403, "ForbiddenError"), {}),
+        (200, TRANSFER | {"state": "COMPLETED"}, {"Idempotent-Replayed": "true"}),
+    )
+    async with WalletClient(await served(script), retry=FAST) as client:
+        done = await client.transfer("a", "b", 5, request_id="t2")
+    assert (done.state, done.replayed) == ("COMPLETED", True)
+    assert [m for m, _, _ in script.requests] == ["POST", "GET", "POST"]
+    assert script.keys()[0] == script.keys()[2] == "t2"
