@@ -19,6 +19,7 @@ import pytest
 from tests.e2e.service_process import ServiceProcess
 from wallet.client import (
     BalanceNotZeroError,
+    DeadlineExceededError,
     IdempotencyKeyReuseError,
     InsufficientFundsError,
     RetryPolicy,
@@ -211,6 +212,10 @@ async def test_a_transfer_retried_through_a_sigkill_and_restart_happens_once(liv
             await c.deposit(source, 100)
             call = asyncio.create_task(c.transfer(source, dest, 30, request_id=key, deadline=30))
             assert await crashing.wait() == -signal.SIGKILL
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceededError):  # nobody answers on that port now
+                await c.balance(source, deadline=0.5)
+            assert 0.4 <= time.monotonic() - started < 1.0
 
             started = time.monotonic()
             with pytest.raises(TransferPendingError) as pending:
