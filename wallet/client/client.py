@@ -390,11 +390,11 @@ def _names_saga(error: WalletError) -> bool:
 
 
 def _deadline_error(
-    clock: Deadline, request_id: str, retries: int, last: WalletError | None
+    clock: Deadline, request_id: str, attempts: int, last: WalletError | None
 ) -> DeadlineExceededError:
     cause = f"; last: {last.error}: {last.message}" if last else ""
     return DeadlineExceededError(
-        f"no answer within the {clock.seconds:g} s deadline after {retries + 1} attempt(s){cause}",
+        f"no answer within the {clock.seconds:g} s deadline after {attempts} attempt(s){cause}",
         status=last.status if last else None,
         request_id=request_id,
         last_error=last,
