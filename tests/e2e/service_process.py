@@ -23,8 +23,8 @@ def free_port() -> int:
 class ServiceProcess:
     """The service on a free port, with this test run's database, exchange and Redis prefix."""
 
-    def __init__(self, settings: Settings, **env: str) -> None:
-        self.port = free_port()
+    def __init__(self, settings: Settings, port: int | None = None, **env: str) -> None:
+        self.port = port or free_port()  # a port of its own, or the one a killed instance had
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = (
             os.environ
