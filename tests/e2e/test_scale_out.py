@@ -345,3 +345,39 @@ async def wait_sagas_terminal(cluster: Cluster, wallets: list[str], within_s: fl
             return
         assert time.monotonic() < deadline, f"{open_sagas} transfers never finished"
         await asyncio.sleep(0.2)
+
+
+async def test_a_draining_instance_is_taken_out_without_losing_requests(cluster: Cluster) -> None:
+    # SIGTERM: the instance stops listening, answers what it has, and exits; the router's checks
+    # (and the refused connections of live traffic) take it out, its wallets move to the other.
+    owned = await cluster.owned(4, "drain")
+    wallets = owned["api1"] + owned["api2"]
+    draining = cluster.instances["api2"]
+    run = uuid.uuid4().hex[:8]
+    counter = itertools.count()
+    acknowledged: list[int] = []
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        while not stop.is_set():
+            k = next(counter)
+            wallet_id = wallets[k % len(wallets)]
+            body = {"amount": "1.00"}
+            assert (
+                await cluster.until_done("POST", f"/v1/wallet/{wallet_id}/deposit", body, f"d-{run}-{k}")
+                == 200
+            )
+            acknowledged.append(100)
+
+    clients = [asyncio.create_task(client()) for _ in range(8)]
+    await asyncio.sleep(1.0)
+    draining.process.send_signal(signal.SIGTERM)
+    taken_out = await cluster.router.wait_until({"api2": "DOWN"}, within_s=5)
+    await asyncio.sleep(1.0)
+    stop.set()
+    await asyncio.gather(*clients)
+    assert await draining.wait() == 0
+    print(f"api2 marked down {taken_out:.1f}s after SIGTERM")
+    for wallet_id in owned["api2"]:
+        assert await cluster.owner(wallet_id) == "api1"
+    assert await cluster.cents(wallets) == sum(acknowledged)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from wallet.config import Settings, variable_names
@@ -68,6 +73,8 @@ def test_every_variable_in_the_compose_files_is_read_by_the_code():
                     continue  # the images' own settings
                 if variable in {"TEST_DATABASE_ADMIN_URL", "SKIP_ENSURE_SERVICES"}:
                     continue  # read by the tests and scripts
+                if name == "router":
+                    continue  # HAProxy's (test_router_runs_the_shipped_configuration)
                 assert f'"{variable}"' in source, (file, name, variable)
 
 
@@ -84,3 +91,63 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_healthcheck():
     assert "\nUSER " in text and "USER root" not in text
     assert "HEALTHCHECK" in text
     assert "setup.cfg" in text  # builds the package the tests install
+
+
+HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"
+REPLICAS = ("api-1", "api-2")
+
+
+def test_scale_profile_runs_replicas_like_the_api():
+    services = compose("docker-compose.yml")["services"]
+    api = services["api"]
+    for name in REPLICAS:
+        replica = services[name]
+        assert replica["profiles"] == ["scale"]
+        assert replica["command"] == api["command"] and replica["depends_on"] == api["depends_on"]
+        assert "healthcheck" in replica
+        settings = Settings.from_env({k: str(v) for k, v in replica["environment"].items()})
+        assert settings.outbox_relay_enabled is False  # the relay service publishes
+        assert settings.health_required == ("database",)  # Redis/RabbitMQ outages: stay in the router
+        assert settings.rate_limit_trust_forwarded is True  # the router sets X-Forwarded-For
+        assert settings.port == 3000
+    assert {"relay", "worker"} <= services.keys()  # as without the profile
+
+
+def test_router_runs_the_shipped_configuration():
+    services = compose("docker-compose.yml")["services"]
+    router = services["router"]
+    assert router["profiles"] == ["scale"] and router["image"].startswith("haproxy:")
+    assert "./deploy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in router["volumes"]
+    env = router["environment"]
+    # Every instance the router names is a replica of the profile, on the API's port.
+    for k, name in enumerate(REPLICAS, 1):
+        assert env[f"WALLET_API_{k}"] == f"{name}:3000"
+        assert name in router["depends_on"]
+    # The variables set are the ones the configuration reads, and the ports published are its binds.
+    read = set(re.findall(r"\$\{(\w+)", HAPROXY_CFG.read_text()))
+    assert env.keys() <= read
+    published = {p.split(":")[0] for p in router["ports"]}
+    assert published == {
+        env["WALLET_ROUTER_BIND"].rsplit(":", 1)[1],
+        env["WALLET_ROUTER_STATS"].rsplit(":", 1)[1],
+    }
+
+
+def test_router_configuration_hashes_on_the_wallet_and_checks_readiness():
+    text = HAPROXY_CFG.read_text()
+    assert "balance hash var(txn.wallet)" in text and "hash-type consistent" in text
+    assert "path,field(4,/)" in text and "path,field(3,/)" in text  # /v1/wallet/{id}, /wallet/{id}
+    assert "http-check send meth GET uri /health/ready" in text
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed (.ci/run installs it)")
+def test_router_configuration_is_valid_for_haproxy():
+    env = os.environ | {
+        "WALLET_API_1": "127.0.0.1:1",
+        "WALLET_API_2": "127.0.0.1:2",
+        "WALLET_API_3": "127.0.0.1:3",
+    }
+    result = subprocess.run(
+        ["haproxy", "-c", "-f", str(HAPROXY_CFG)], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
