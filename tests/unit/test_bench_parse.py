@@ -131,3 +131,18 @@ def test_ratios_use_the_ceiling_measured_just_before_each_workload() -> None:
     ]
     set_ratios(rows)
     assert [r.ratio for r in rows] == [1.0, 1.0, pytest.approx(0.5), pytest.approx(0.5)]
+
+
+def test_parse_args_instances() -> None:
+    assert parse_args([]).instances == 1
+    assert parse_args(["--instances", "2"]).instances == 2
+    with pytest.raises(SystemExit):
+        parse_args(["--instances", "5"])  # the router configuration names at most 4
+
+
+def test_router_env_names_every_instance_and_fills_the_second_server_with_one() -> None:
+    from wallet.bench.router import router_env
+
+    env = router_env("127.0.0.1:1", "127.0.0.1:2", ["127.0.0.1:3", "127.0.0.1:4", "127.0.0.1:5"])
+    assert env["WALLET_API_3"] == "127.0.0.1:5" and "WALLET_API_4" not in env
+    assert router_env("a:1", "a:2", ["h:3"])["WALLET_API_2"] == "h:3"  # api2 is always configured

@@ -15,6 +15,7 @@ import aiohttp
 import asyncpg
 
 from wallet.bench.report import markdown, text_table
+from wallet.bench.router import MAX_INSTANCES, RouterError
 from wallet.bench.runner import WORKLOADS, BenchError, Options, run
 from wallet.bench.services import StartError
 from wallet.bench.wrk import WrkError
@@ -41,6 +42,13 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--port-base", type=int, default=DEFAULTS.port_base, help="ceiling port; service on +1"
     )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=DEFAULTS.instances,
+        help=f"above 1, also run each workload through HAProxy (deploy/haproxy.cfg) in front of this "
+        f"many instances (at most {MAX_INSTANCES}), side by side with one instance",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for README.md)")
     parser.add_argument(
         "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra service environment"
@@ -53,6 +61,8 @@ def parse_args(argv: list[str] | None) -> Options:
         parser.error(f"unknown workloads {unknown}; choose from {','.join(WORKLOADS)}")
     if any("=" not in kv for kv in args.service_env):
         parser.error("--service-env takes KEY=VALUE")
+    if not 1 <= args.instances <= MAX_INSTANCES:
+        parser.error(f"--instances takes 1 to {MAX_INSTANCES}")
     if args.duration <= 0 or args.wallets < 1 or args.connections < args.threads or args.threads < 1:
         parser.error("need duration > 0, wallets >= 1, connections >= threads >= 1")
     return Options(
@@ -65,6 +75,7 @@ def parse_args(argv: list[str] | None) -> Options:
         port_base=args.port_base,
         markdown=args.markdown,
         service_env=dict(kv.split("=", 1) for kv in args.service_env),
+        instances=args.instances,
     )
 
 
@@ -75,7 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rows = asyncio.run(run(opts))
-    except (BenchError, StartError, WrkError, OSError, aiohttp.ClientError, asyncpg.PostgresError) as exc:
+    except (
+        BenchError,
+        StartError,
+        WrkError,
+        RouterError,
+        OSError,
+        aiohttp.ClientError,
+        asyncpg.PostgresError,
+    ) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     print(markdown(rows, opts) if opts.markdown else text_table(rows))

@@ -29,8 +29,13 @@ async def get_wallet(request: web.Request) -> web.Response:
     )
 
 
+async def ready(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})  # the router's health check (bench --instances)
+
+
 def make_app() -> web.Application:
     app = web.Application()
+    app.router.add_get("/health/ready", ready)
     app.router.add_post("/wallet/{wallet_id}/deposit", deposit)
     app.router.add_get("/wallet/{wallet_id}", get_wallet)
     return app

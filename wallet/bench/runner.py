@@ -16,10 +16,12 @@ from typing import Literal
 import aiohttp
 import asyncpg
 
+from wallet.bench.router import Router
 from wallet.bench.services import (
     CpuMeter,
     CpuUse,
     Server,
+    Target,
     create_database,
     drop_database,
     spawn,
@@ -30,6 +32,10 @@ from wallet.bench.wrk import WrkResult, finish_wrk, start_wrk
 from wallet.config import Settings
 
 WORKLOADS = ("ceiling", "hot", "spread", "reads", "transfers")
+# Ports above --port-base: the ceiling is at +0, the single service at +1.
+CLUSTER_PORT = 2  # the instances of --instances N: +2 .. +N+1
+ROUTER_PORT = 10  # their router, and its metrics at +11
+ROUTED_CEILING_PORT = 12  # the router in front of the ceiling, and its metrics at +13
 WARMUP_S = 2.0
 CENT = Decimal("0.01")
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -57,6 +63,9 @@ class Options:
     port_base: int = 18080
     markdown: bool = False
     service_env: dict[str, str] = field(default_factory=dict)
+    # Above 1: the same workloads also run through HAProxy (deploy/haproxy.cfg) in front of this
+    # many instances, side by side with the single instance, and the ceiling through the router.
+    instances: int = 1
 
 
 @dataclass(frozen=True)
@@ -96,12 +105,12 @@ def progress(message: str) -> None:
 
 
 async def wrk_run(
-    opts: Options, server: Server, url: str, script: str, args: dict[str, str], active_s: float
+    opts: Options, target: Target, url: str, script: str, args: dict[str, str], active_s: float
 ) -> tuple[WrkResult, CpuUse]:
     """One wrk run, and the CPU used while it sends (sampled at the start and end of that window)."""
     wrk = start_wrk(url, script, args, active_s=active_s, connections=opts.connections, threads=opts.threads)
     try:
-        meter = CpuMeter(server.proc.pid, wrk.pid)
+        meter = CpuMeter(target.server_pids, wrk.pid, target.router_pids)
         await asyncio.sleep(active_s)
         used = meter.stop()
         return await asyncio.to_thread(finish_wrk, wrk), used
@@ -112,12 +121,12 @@ async def wrk_run(
 
 
 async def measure(
-    opts: Options, name: str, kind: Kind, server: Server, url: str, script: str, args: dict[str, str]
+    opts: Options, name: str, kind: Kind, target: Target, url: str, script: str, args: dict[str, str]
 ) -> Row:
     """A warm-up run (counted for the checks, not for the figures), then the measured run."""
     progress(f"{name}: {WARMUP_S:g}s warm-up + {opts.duration:g}s")
-    warmup, _ = await wrk_run(opts, server, url, script, args, WARMUP_S)
-    run, cpu = await wrk_run(opts, server, url, script, args, opts.duration)
+    warmup, _ = await wrk_run(opts, target, url, script, args, WARMUP_S)
+    run, cpu = await wrk_run(opts, target, url, script, args, opts.duration)
     return Row(name, kind, run, warmup, cpu)
 
 
@@ -143,31 +152,45 @@ class Ceiling:
         self.opts = opts
         port = opts.port_base
         self.server = spawn("ceiling", ["-m", "wallet.bench.ceiling", "--port", str(port)], port)
+        self.router: Router | None = None
 
     async def start(self) -> None:
         await wait_ready(self.server, ["/wallet/x"])
 
+    async def start_router(self) -> None:
+        """The router in front of the ceiling alone: the same server with one hop more, so the
+        difference is the hop's cost."""
+        port = self.opts.port_base + ROUTED_CEILING_PORT
+        self.router = Router(port, port + 1, [f"127.0.0.1:{self.opts.port_base}"]).start()
+        await self.router.wait_all_up()
+
     def stop(self) -> None:
+        if self.router is not None:
+            self.router.stop()
         self.server.stop()
 
-    async def measure(self, kind: Kind, name: str | None = None) -> Row:
-        base = self.server.base_url
+    async def measure(self, kind: Kind, name: str | None = None, routed: bool = False) -> Row:
+        target = self.server.target
+        if routed:
+            assert self.router is not None
+            target = Target(self.router.base_url, target.server_pids, (self.router.pid,))
+        base = target.base_url
         if kind == "post":
             args = {"method": "POST", "body": '{"amount": 1}'}
             return await measure(
-                self.opts, name or "ceiling", kind, self.server, f"{base}/wallet/w/deposit", "fixed.lua", args
+                self.opts, name or "ceiling", kind, target, f"{base}/wallet/w/deposit", "fixed.lua", args
             )
         return await measure(
-            self.opts, name or "ceiling-get", kind, self.server, f"{base}/wallet/w", "fixed.lua", {}
+            self.opts, name or "ceiling-get", kind, target, f"{base}/wallet/w", "fixed.lua", {}
         )
 
 
 class ServiceBench:
     """The service's workloads, sharing one running service, database and client session."""
 
-    def __init__(self, opts: Options, server: Server, session: aiohttp.ClientSession, db_url: str):
+    def __init__(self, opts: Options, target: Target, session: aiohttp.ClientSession, db_url: str):
         self.opts = opts
-        self.server = server
+        self.target = target
         self.session = session
         self.db_url = db_url
         self.runid = secrets.token_hex(4)
@@ -196,7 +219,7 @@ class ServiceBench:
     def measure(
         self, name: str, kind: Kind, script: str, args: dict[str, str], path: str = "/"
     ) -> Awaitable[Row]:
-        return measure(self.opts, name, kind, self.server, self.server.base_url + path, script, args)
+        return measure(self.opts, name, kind, self.target, self.target.base_url + path, script, args)
 
     async def hot(self) -> Row:
         wallet = f"hot-{self.runid}"
@@ -256,7 +279,7 @@ class ServiceBench:
         body = f'{{"amount": {amount}}}'
 
         async def deposit(wallet: str) -> None:
-            url = f"{self.server.base_url}/v1/wallet/{wallet}/deposit"
+            url = f"{self.target.base_url}/v1/wallet/{wallet}/deposit"
             async with limit, self.session.post(url, data=body, headers=JSON_HEADERS) as resp:
                 if resp.status != 200:
                     raise BenchError(f"funding {wallet}: HTTP {resp.status} {await resp.text()}")
@@ -264,7 +287,7 @@ class ServiceBench:
         await asyncio.gather(*map(deposit, wallets))
 
     async def balance(self, wallet: str) -> Decimal:
-        async with self.session.get(f"{self.server.base_url}/v1/wallet/{wallet}") as resp:
+        async with self.session.get(f"{self.target.base_url}/v1/wallet/{wallet}") as resp:
             text = await resp.text()
             if resp.status != 200:
                 raise BenchError(f"reading {wallet}: HTTP {resp.status} {text}")
@@ -282,43 +305,88 @@ class ServiceBench:
         return Decimal(cents) * CENT
 
 
+@dataclass
+class System:
+    """One deployment under test: a database of its own, its instances, the router if several."""
+
+    label: str  # appended to the workload names in the report
+    admin_url: str
+    db_name: str
+    servers: list[Server] = field(default_factory=list)
+    router: Router | None = None
+
+    @property
+    def db_url(self) -> str:
+        return with_database(self.admin_url, self.db_name)
+
+    @property
+    def target(self) -> Target:
+        pids = tuple(s.proc.pid for s in self.servers)
+        if self.router is None:
+            return Target(self.servers[0].base_url, pids)
+        return Target(self.router.base_url, pids, (self.router.pid,))
+
+    async def start(self, opts: Options, instances: int, first_port: int) -> None:
+        await create_database(self.admin_url, self.db_name)
+        for k in range(instances):
+            port = first_port + k
+            env = {
+                "DATABASE_URL": self.db_url,
+                # Set explicitly: unset, `wallet serve` would embed Redis and the event bus.
+                "REDIS_URL": os.environ.get("REDIS_URL") or Settings.redis_url,
+                "RABBITMQ_URL": os.environ.get("RABBITMQ_URL") or Settings.rabbitmq_url,
+                "PORT": str(port),
+                "HOST": "127.0.0.1",
+                "RATE_LIMIT_ENABLED": "false",
+                "LOG_LEVEL": "warning",
+                **opts.service_env,
+            }
+            progress(f"starting the service{self.label} on port {port}, database {self.db_name}")
+            self.servers.append(spawn(f"service{self.label}-{k + 1}", ["-m", "wallet", "serve"], port, env))
+        for server in self.servers:  # started together: the first applies the migrations
+            await wait_ready(server, ["/health/live", "/v1/wallet/x"])
+        if instances > 1:
+            port = opts.port_base + ROUTER_PORT
+            addresses = [f"127.0.0.1:{first_port + k}" for k in range(instances)]
+            self.router = Router(port, port + 1, addresses).start()
+            progress(f"router on port {port} in front of {', '.join(addresses)}")
+            await self.router.wait_all_up()
+
+    async def stop(self) -> None:
+        if self.router is not None:
+            self.router.stop()
+        for server in self.servers:
+            server.stop()
+        await drop_database(self.admin_url, self.db_name)
+
+
 async def run_service(opts: Options, names: list[str], ceiling: Ceiling | None) -> list[Row]:
     db_name = time.strftime("wallet_bench_%Y%m%d_%H%M%S")
-    db_url = with_database(opts.database_url, db_name)
-    port = opts.port_base + 1
-    env = {
-        "DATABASE_URL": db_url,
-        # Set explicitly: unset, `wallet serve` would embed Redis and the event bus (wallet/embedded.py).
-        "REDIS_URL": os.environ.get("REDIS_URL") or Settings.redis_url,
-        "RABBITMQ_URL": os.environ.get("RABBITMQ_URL") or Settings.rabbitmq_url,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "RATE_LIMIT_ENABLED": "false",
-        "LOG_LEVEL": "warning",
-        **opts.service_env,
-    }
-    await create_database(opts.database_url, db_name)
+    systems = [System("", opts.database_url, db_name)]
+    if opts.instances > 1:
+        systems.append(System(f" x{opts.instances}", opts.database_url, f"{db_name}_x{opts.instances}"))
     try:
-        server = spawn("service", ["-m", "wallet", "serve"], port, env)
-        try:
-            progress(f"starting the service on port {port}, database {db_name}")
-            await wait_ready(server, ["/health/live", "/v1/wallet/x"])
-            async with aiohttp.ClientSession() as session:
-                bench = ServiceBench(opts, server, session, db_url)
-                rows = []
-                for name in names:
-                    adjacent = None
-                    if ceiling is not None:
-                        await bench.prepare(name)  # funding first: the two measurements stay adjacent
-                        adjacent = await ceiling.measure(WORKLOAD_KINDS[name], f"ceiling before {name}")
+        await systems[0].start(opts, 1, opts.port_base + 1)
+        if len(systems) > 1:
+            await systems[1].start(opts, opts.instances, opts.port_base + CLUSTER_PORT)
+        async with aiohttp.ClientSession() as session:
+            benches = [(s.label, ServiceBench(opts, s.target, session, s.db_url)) for s in systems]
+            rows = []
+            for name in names:
+                adjacent = None
+                if ceiling is not None:
+                    for _, bench in benches:  # funding first: the measurements stay adjacent
+                        await bench.prepare(name)
+                    adjacent = await ceiling.measure(WORKLOAD_KINDS[name], f"ceiling before {name}")
+                for label, bench in benches:
                     row = await bench.run(name)
+                    row.name += label
                     row.ceiling_rps = None if adjacent is None else adjacent.run.rps
                     rows.append(row)
-                return rows
-        finally:
-            server.stop()
+            return rows
     finally:
-        await drop_database(opts.database_url, db_name)
+        for system in systems:
+            await system.stop()
 
 
 def set_ratios(rows: list[Row]) -> None:
@@ -336,7 +404,14 @@ async def run(opts: Options) -> list[Row]:
     try:
         if ceiling is not None:
             await ceiling.start()
-            rows += [await ceiling.measure("post"), await ceiling.measure("get")]
+            direct = [await ceiling.measure("post"), await ceiling.measure("get")]
+            rows += direct
+            if opts.instances > 1:
+                await ceiling.start_router()
+                for row in direct:
+                    routed = await ceiling.measure(row.kind, f"{row.name} via router", routed=True)
+                    routed.ceiling_rps = row.run.rps  # its ratio: what the hop leaves of the ceiling
+                    rows.append(routed)
         service = [name for name in opts.workloads if name != "ceiling"]
         if service:
             rows += await run_service(opts, service, ceiling)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -25,12 +25,26 @@ class StartError(RuntimeError):
     """A server did not come up."""
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where a workload's requests go (a server, or the router in front of several), and the
+    processes whose CPU the report counts as the server's and the router's."""
+
+    base_url: str
+    server_pids: tuple[int, ...]
+    router_pids: tuple[int, ...] = ()
+
+
 @dataclass
 class Server:
     name: str
     proc: subprocess.Popen[bytes]
     base_url: str
     log_path: Path
+
+    @property
+    def target(self) -> Target:
+        return Target(self.base_url, (self.proc.pid,))
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -136,32 +150,38 @@ def machine_busy_seconds() -> float:
 
 @dataclass(frozen=True)
 class CpuUse:
-    """CPU seconds used over a wall-clock time by the server under test, wrk, PostgreSQL and the
-    whole machine."""
+    """CPU seconds used over a wall-clock time by the server(s) under test, wrk, PostgreSQL, the
+    router in front of the servers (if any) and the whole machine."""
 
     wall: float
     server: float
     wrk: float
     postgres: float
     machine: float
+    router: float = 0.0
 
     @property
     def other(self) -> float:
-        """Everything but the server, wrk and PostgreSQL: another load disturbing the run."""
-        return max(self.machine - self.server - self.wrk - self.postgres, 0.0)
+        """Everything but the servers, the router, wrk and PostgreSQL: another load disturbing the run."""
+        return max(self.machine - self.server - self.router - self.wrk - self.postgres, 0.0)
 
     def share(self, cpu_s: float) -> float:
         """CPU seconds as a share of one core over the wall-clock time."""
         return cpu_s / self.wall if self.wall > 0 else 0.0
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+    return sum(proc_cpu_seconds(pid) for pid in pids)
+
+
 class CpuMeter:
     """Measures CpuUse from its creation to stop()."""
 
-    def __init__(self, server_pid: int, wrk_pid: int) -> None:
-        self.server_pid, self.wrk_pid = server_pid, wrk_pid
+    def __init__(self, server_pids: Sequence[int], wrk_pid: int, router_pids: Sequence[int] = ()) -> None:
+        self.server_pids, self.wrk_pid, self.router_pids = server_pids, wrk_pid, router_pids
         self.wall = time.monotonic()
-        self.server, self.wrk = proc_cpu_seconds(server_pid), proc_cpu_seconds(wrk_pid)
+        self.server, self.wrk = cpu_seconds(server_pids), proc_cpu_seconds(wrk_pid)
+        self.router = cpu_seconds(router_pids)
         self.postgres = postgres_cpu_by_pid()
         self.machine = machine_busy_seconds()
 
@@ -169,10 +189,11 @@ class CpuMeter:
         postgres = postgres_cpu_by_pid()  # a backend that ended meanwhile is lost, never negative
         return CpuUse(
             wall=time.monotonic() - self.wall,
-            server=proc_cpu_seconds(self.server_pid) - self.server,
+            server=cpu_seconds(self.server_pids) - self.server,
             wrk=proc_cpu_seconds(self.wrk_pid) - self.wrk,
             postgres=sum(cpu - self.postgres.get(pid, 0.0) for pid, cpu in postgres.items()),
             machine=machine_busy_seconds() - self.machine,
+            router=cpu_seconds(self.router_pids) - self.router,
         )
 
 
