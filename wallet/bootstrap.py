@@ -69,7 +69,11 @@ async def start_service(
     if run_migrations:
         await migrate_database(s)
     pool: asyncpg.Pool = await create_pool(
-        s.database_url, min_size=s.db_pool_min, max_size=s.db_pool_max, application_name=f"{name}-primary"
+        s.database_url,
+        min_size=s.db_pool_min,
+        max_size=s.db_pool_max,
+        application_name=f"{name}-primary",
+        statement_cache_size=s.db_statement_cache_size,
     )
     event_store = EventStore(pool)
     idempotency_store = IdempotencyStore(pool)

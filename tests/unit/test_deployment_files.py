@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from wallet.bench.router import HAPROXY
 from wallet.config import Settings, variable_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,7 +140,7 @@ def test_router_configuration_hashes_on_the_wallet_and_checks_readiness():
     assert "http-check send meth GET uri /health/ready" in text
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed (.ci/run installs it)")
+@pytest.mark.skipif(not os.access(HAPROXY, os.X_OK), reason="haproxy not installed (.ci/run installs it)")
 def test_router_configuration_is_valid_for_haproxy():
     env = os.environ | {
         "WALLET_API_1": "127.0.0.1:1",
@@ -148,6 +148,6 @@ def test_router_configuration_is_valid_for_haproxy():
         "WALLET_API_3": "127.0.0.1:3",
     }
     result = subprocess.run(
-        ["haproxy", "-c", "-f", str(HAPROXY_CFG)], env=env, capture_output=True, text=True, timeout=30
+        [HAPROXY, "-c", "-f", str(HAPROXY_CFG)], env=env, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stdout + result.stderr

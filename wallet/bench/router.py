@@ -21,6 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = REPO_ROOT / "deploy" / "haproxy.cfg"
 MAX_INSTANCES = 4  # servers api1..api4 in the configuration
 BACKEND = "wallet_instances"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"  # /usr/sbin is not on every PATH
 
 
 class RouterError(RuntimeError):
@@ -42,7 +43,7 @@ class Router:
     """``haproxy -f deploy/haproxy.cfg`` in the foreground, listening on ``port`` (127.0.0.1)."""
 
     def __init__(self, port: int, stats_port: int, instances: list[str]) -> None:
-        if shutil.which("haproxy") is None:
+        if not os.access(HAPROXY, os.X_OK):
             raise RouterError("haproxy is not installed (apt-get install haproxy)")
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
@@ -57,7 +58,7 @@ class Router:
     def start(self) -> Router:
         with self.log_path.open("wb") as out:
             self.proc = subprocess.Popen(
-                ["haproxy", "-db", "-f", str(HAPROXY_CFG)],
+                [HAPROXY, "-db", "-f", str(HAPROXY_CFG)],
                 env={**os.environ, **self.env},
                 stdin=subprocess.DEVNULL,
                 stdout=out,

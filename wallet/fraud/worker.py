@@ -78,7 +78,11 @@ class FraudWorker:
     async def start(self) -> None:
         s = self.settings
         self.pool: asyncpg.Pool = await create_pool(
-            s.database_url, min_size=1, max_size=max(2, min(s.fraud_prefetch, 8)), application_name=self.name
+            s.database_url,
+            min_size=1,
+            max_size=max(2, min(s.fraud_prefetch, 8)),
+            application_name=self.name,
+            statement_cache_size=s.db_statement_cache_size,
         )
         self.store = FraudStore(self.pool)
         self.consumer: RetryingConsumer | Subscription

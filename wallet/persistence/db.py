@@ -20,7 +20,11 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
         return ""
 
 
-async def create_pool(dsn: str, *, min_size: int, max_size: int, application_name: str) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int, max_size: int, application_name: str, statement_cache_size: int = 100
+) -> asyncpg.Pool:
+    """``statement_cache_size=0`` behind PgBouncer in transaction mode: a named prepared statement
+    lives on one server connection, and the next transaction may get another."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -28,6 +32,7 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int, application_nam
         server_settings={"application_name": application_name},
         command_timeout=30,
         connection_class=PooledConnection,
+        statement_cache_size=statement_cache_size,
     )
     assert pool is not None
     return pool

@@ -69,6 +69,10 @@ async def open_read_side(settings: Settings, name: str, primary: asyncpg.Pool) -
             timeout_seconds=s.redis_timeout_seconds,
         )
     replicas = await open_replicas(
-        s.database_replica_urls, name=name, min_size=s.db_pool_min, max_size=s.db_pool_max
+        s.database_replica_urls,
+        name=name,
+        min_size=s.db_pool_min,
+        max_size=s.db_pool_max,
+        statement_cache_size=s.db_statement_cache_size,
     )
     return ReadSide(redis, cache, ReadRouter(WalletReadModel(primary), replicas))

@@ -40,7 +40,9 @@ class Replica:
     breaker: Breaker
 
 
-async def open_replicas(urls: Sequence[str], *, name: str, min_size: int, max_size: int) -> list[Replica]:
+async def open_replicas(
+    urls: Sequence[str], *, name: str, min_size: int, max_size: int, statement_cache_size: int = 100
+) -> list[Replica]:
     """One pool per replica URL, application_name ``<name>-replica``. A replica that does not
     answer at start-up gets a lazy pool (it connects on first use) rather than failing the start."""
     replicas = []
@@ -48,12 +50,24 @@ async def open_replicas(urls: Sequence[str], *, name: str, min_size: int, max_si
         application_name = f"{name}-{REPLICA}"
         try:
             pool = await asyncio.wait_for(
-                create_pool(url, min_size=min_size, max_size=max_size, application_name=application_name),
+                create_pool(
+                    url,
+                    min_size=min_size,
+                    max_size=max_size,
+                    application_name=application_name,
+                    statement_cache_size=statement_cache_size,
+                ),
                 REPLICA_TIMEOUT_SECONDS * 2,
             )
         except Exception as exc:
             log.warning("read replica %s unavailable at start-up (%r); connecting lazily", _safe(url), exc)
-            pool = await create_pool(url, min_size=0, max_size=max_size, application_name=application_name)
+            pool = await create_pool(
+                url,
+                min_size=0,
+                max_size=max_size,
+                application_name=application_name,
+                statement_cache_size=statement_cache_size,
+            )
         replicas.append(Replica(url, pool, WalletReadModel(pool), Breaker(f"read replica {_safe(url)}")))
     return replicas
 
