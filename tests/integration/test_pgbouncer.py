@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,6 +21,7 @@ import pytest
 from tests.e2e.service_process import free_port
 from tests.helpers import assert_projection_matches_events, balance_cents, post
 from wallet.bootstrap import start_api
+from wallet.persistence.migrations import migrate, migration_files, repeatable_files
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 SERVER_CONNECTIONS = 3  # PgBouncer's pool for the database: what PostgreSQL sees
@@ -127,3 +129,23 @@ async def test_two_instances_through_pgbouncer_transaction_mode(
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_migrations_through_pgbouncer_leave_no_lock_behind(pgbouncer, db):
+    # `wallet serve` migrates at start: through PgBouncer, concurrent starts must still apply each
+    # file once, and no advisory lock may stay held on a pooled server connection.
+    name = f"wallet_bouncer_{uuid.uuid4().hex[:10]}"
+    await db.execute(f'CREATE DATABASE "{name}"')
+    url = pgbouncer.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        first, second = await asyncio.wait_for(asyncio.gather(migrate(url), migrate(url)), 30)
+        assert sorted(first + second) == sorted(n for n, _ in [*migration_files(), *repeatable_files()])
+        assert await asyncio.wait_for(migrate(url), 10) == []
+        held = await db.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = $1)",
+            name,
+        )
+        assert held == 0
+    finally:
+        await db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
