@@ -23,6 +23,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
+from tests.helpers import WalletTestServer
 from wallet.bootstrap import Api, build_worker, start_api
 from wallet.config import Settings
 from wallet.persistence.migrations import migrate
@@ -131,7 +132,7 @@ def service(api: Api) -> WalletService:
 
 @pytest.fixture
 async def client(aiohttp_client, api: Api) -> TestClient:  # type: ignore[no-untyped-def]
-    return await aiohttp_client(api.app)
+    return await aiohttp_client(WalletTestServer(api.app))
 
 
 @pytest.fixture

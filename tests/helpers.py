@@ -7,10 +7,20 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from wallet.domain.events import Event, EventType
 from wallet.domain.wallet import WalletState, fold
+from wallet.http.serving import WalletAppRunner
+
+
+class WalletTestServer(TestServer):
+    """A test server run as ``wallet serve`` runs the app (timeouts, quiet protocol errors)."""
+
+    async def _make_runner(self, **kwargs: Any) -> WalletAppRunner:
+        from wallet.http.wallet_routes import SERVICE
+
+        return WalletAppRunner(self.app, self.app[SERVICE].settings, **kwargs)
 
 
 async def post(client: TestClient, path: str, body: Any, **headers: str) -> tuple[int, Any]:

@@ -65,6 +65,14 @@ class Settings:
     command_timeout_seconds: float = 10.0
     idempotency_ttl_seconds: int = 24 * 3600
     shutdown_timeout_seconds: float = 4.0
+    # Slow clients: a connection that has not sent a request's headers this long after it opened
+    # or after its last answer is closed (idle keep-alive too); a body still arriving is waited
+    # for this long (408).
+    http_idle_timeout_seconds: float = 15.0
+    http_body_timeout_seconds: float = 10.0
+    # /metrics: values that need a query (outbox, sagas, alerts) are refreshed in the background at
+    # most this often, however many scrape; a scrape itself does no I/O.
+    metrics_refresh_seconds: float = 15.0
     # Sagas unfinished and untouched this long are driven on by recovery.
     saga_stuck_threshold_seconds: float = 60.0
     # Event stream (docs/EVENTS.md): the topic exchange the outbox relay publishes to.

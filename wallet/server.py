@@ -16,6 +16,7 @@ from aiohttp import web
 from wallet import bootstrap
 from wallet.config import Settings
 from wallet.embedded import Embedded
+from wallet.http.serving import WalletAppRunner
 from wallet.messaging.inprocess import InProcessBus
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ async def serve(settings: Settings) -> None:
 
 async def _serve(settings: Settings, bus: InProcessBus | None, stop: asyncio.Event) -> None:
     api = await bootstrap.start_api(settings, bus=bus)
-    runner = web.AppRunner(api.app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
+    timeout = settings.shutdown_timeout_seconds
+    runner = WalletAppRunner(api.app, settings, access_log=None, shutdown_timeout=timeout)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
     await site.start()

@@ -18,9 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from tests.helpers import WalletTestServer
 from wallet.bootstrap import start_api
 from wallet.config import Settings
 from wallet.service import WalletService
@@ -30,7 +31,7 @@ from wallet.service import WalletService
 async def serving(settings: Settings, name: str = "edge") -> AsyncIterator[tuple[WalletService, TestClient]]:
     """A started service and a client of its app; both stopped afterwards."""
     api = await start_api(settings, name=name, run_migrations=False)
-    client = TestClient(TestServer(api.app))
+    client = TestClient(WalletTestServer(api.app))
     try:
         await client.start_server()
         yield api.service, client

@@ -17,6 +17,11 @@ from wallet.domain.money import MAX_AMOUNT_CENTS, AmountError, parse_amount, to_
         (Decimal("1.500"), 150),
         ("1e2", 10000),
         (1_000_000_000_000, MAX_AMOUNT_CENTS),
+        ("1.", 100),
+        (".5", 50),
+        (Decimal("1.0000000000000000000000000000000000000"), 100),
+        (Decimal("0.01000"), 1),
+        (Decimal("1E+11"), 10**13),
     ],
 )
 def test_valid_amounts(value, cents):
@@ -45,6 +50,23 @@ def test_valid_amounts(value, cents):
         1_000_000_000_000.01,
         Decimal("1000000000000.01"),
         "0",
+        # only ASCII decimals: what every gateway in front reads alike
+        "\u0661\u0662\u0663",
+        "\uff11\uff12",
+        "1_000",
+        "+5",
+        "5 ",
+        "1e999999999999",
+        "1" * 65,
+        # more than two places beyond the context's 28 digits (once rounded away)
+        Decimal("1.0000000000000000000000000001"),
+        # sizes read from the exponent, never expanded
+        Decimal("1E+300000"),
+        Decimal("-1E+300000"),
+        Decimal("1E-300000"),
+        Decimal("9E+999999"),
+        10**4000,
+        -(10**4000),
     ],
 )
 def test_invalid_amounts(value):
@@ -61,3 +83,13 @@ def test_json_number_renders_exact_two_place_decimal(cents):
     rendered = to_json_number(cents)
     assert Decimal(repr(rendered)) == Decimal(cents) / 100
     assert len(repr(rendered).partition(".")[2]) <= 2
+
+
+def test_huge_exponents_cost_nothing():
+    import time
+
+    started = time.perf_counter()
+    for value in (Decimal("1E+999999"), "1e999999999", Decimal("1E+300000"), 10**4000):
+        with pytest.raises(AmountError, match="at most 1000000000000"):
+            parse_amount(value)
+    assert time.perf_counter() - started < 0.05

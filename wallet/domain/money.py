@@ -6,13 +6,19 @@ converted to cents here, after checking they have at most two decimal places.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 
 MINOR_UNITS_PER_MAJOR = 100
 MAX_AMOUNT_CENTS = 1_000_000_000_000 * MINOR_UNITS_PER_MAJOR
 # Balances stay below 10**15 cents (15 significant digits), so every balance renders exactly.
 MAX_BALANCE_CENTS = 10**15 - 1
 _CENT = Decimal(1) / MINOR_UNITS_PER_MAJOR
+_MAX_INTEGER_DIGITS = 13  # 1000000000000 has 13
+# A decimal string: ASCII digits, "." and an exponent only (Decimal() alone also takes other
+# scripts' digits, "_", "+", spaces, NaN and Infinity). Longer texts are refused unread.
+_DECIMAL_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]{1,9})?", re.ASCII)
+_MAX_TEXT_LENGTH = 64
 
 
 class AmountError(ValueError):
@@ -20,34 +26,53 @@ class AmountError(ValueError):
 
 
 def parse_amount(value: object, *, allow_zero: bool = False) -> int:
-    """Return the amount in cents, or raise AmountError with a message a client can act on."""
-    if isinstance(value, bool) or value is None:
-        raise AmountError("amount must be a number")
-    if isinstance(value, int):
-        number = Decimal(value)
-    elif isinstance(value, Decimal):
-        number = value
-    elif isinstance(value, str):
-        text = value.strip()
-        if not text or text != value:
-            raise AmountError("amount must be a number")
-        try:
-            number = Decimal(text)
-        except InvalidOperation:
-            raise AmountError("amount must be a number") from None
-    else:
-        raise AmountError("amount must be a number")
+    """Return the amount in cents, or raise AmountError with a message a client can act on.
+
+    The size and the decimal places are read from the digits and the exponent before any
+    arithmetic: ``1e300000`` costs no more than ``1`` (expanding it took seconds of the event
+    loop), and no decimal context (precision, overflow) ever decides an answer. A string is an
+    ASCII decimal (no other scripts' digits, no ``_``, no sign but ``-``, no spaces), so that a
+    gateway in front reads the same number."""
+    number = _as_decimal(value)
     if not number.is_finite():
         raise AmountError("amount must be a finite number")
-    cents = number * MINOR_UNITS_PER_MAJOR
-    if cents != cents.to_integral_value():
+    negative, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    if not any(digits):
+        if not allow_zero:
+            raise AmountError("amount must be greater than 0")
+        return 0
+    # Trailing zeros of the digits move into the exponent: 1.500 has two places.
+    significant = len(digits)
+    while digits[significant - 1] == 0:
+        significant -= 1
+    if exponent + len(digits) - significant < -2:
         raise AmountError("amount must have at most 2 decimal places")
-    result = int(cents)
-    if result < 0 or (result == 0 and not allow_zero):
+    if negative:
         raise AmountError("amount must be greater than 0")
+    if exponent + len(digits) > _MAX_INTEGER_DIGITS:
+        raise AmountError("amount must be at most 1000000000000")
+    # Now at most 13 integer digits and 2 places: exact under any context.
+    result = int(number.scaleb(2))
     if result > MAX_AMOUNT_CENTS:
         raise AmountError("amount must be at most 1000000000000")
     return result
+
+
+def _as_decimal(value: object) -> Decimal:
+    if isinstance(value, bool) or value is None:
+        raise AmountError("amount must be a number")
+    if isinstance(value, int):
+        if value.bit_length() > 64:  # huge: refused before a slow conversion (sign decides the message)
+            return Decimal(-1 if value < 0 else 10**20)
+        return Decimal(value)
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, str):
+        if len(value) > _MAX_TEXT_LENGTH or not _DECIMAL_TEXT.fullmatch(value):
+            raise AmountError("amount must be a number")
+        return Decimal(value)
+    raise AmountError("amount must be a number")
 
 
 def to_decimal(cents: int) -> Decimal:

@@ -9,6 +9,7 @@ from wallet.http.errors import answer_errors
 from wallet.http.metrics import setup_metrics
 from wallet.http.openapi import setup_openapi
 from wallet.http.rate_limit import rate_limiting
+from wallet.http.validation import BODY_TIMEOUT
 from wallet.service import WalletService
 
 
@@ -21,6 +22,7 @@ def create_app(service: WalletService) -> web.Application:
     inner = rate_limiting(service.settings, service.read_side.redis, then=answer_errors) or answer_errors
     app.middlewares.append(setup_metrics(app, service, inner))
     app[wallet_routes.SERVICE] = service
+    app[BODY_TIMEOUT] = service.settings.http_body_timeout_seconds
     wallet_routes.add_routes(app)
     transfer_routes.add_routes(app)
     fraud_routes.add_routes(app)

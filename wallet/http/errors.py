@@ -39,12 +39,18 @@ def error_response(request: web.Request, status: int, name: str, message: str) -
     )
 
 
-_HTTP_NAMES = {
+UNSUPPORTED_MEDIA_TYPE = "UnsupportedMediaTypeError"
+HTTP_NAMES = {
+    400: "BadRequestError",
     404: "NotFoundError",
+    408: "RequestTimeoutError",
     405: "MethodNotAllowedError",
     413: "PayloadTooLargeError",
-    415: "UnsupportedMediaTypeError",
+    415: UNSUPPORTED_MEDIA_TYPE,
+    431: "RequestHeaderFieldsTooLargeError",
 }
+# Headers of an aiohttp HTTPException that its error body keeps (405's Allow, 413's none, ...).
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
 
 async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -56,8 +62,12 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        name = _HTTP_NAMES.get(exc.status, "HttpError")
-        return error_response(request, exc.status, name, exc.reason)
+        name = HTTP_NAMES.get(exc.status, "HttpError")
+        response = error_response(request, exc.status, name, exc.reason)
+        for header in _KEPT_HEADERS:
+            if header in exc.headers:
+                response.headers[header] = exc.headers[header]
+        return response
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(request, 500, "InternalServerError", "unexpected error")

@@ -15,6 +15,11 @@ from wallet.http.wallet_routes import SERVICE
 CHECK_TIMEOUT_SECONDS = 2.0  # the default of settings.health_timeout_seconds
 
 
+def _failure(exc: BaseException) -> str:
+    """The kind of failure only: an exception's text or repr names hosts, ports and objects."""
+    return "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+
+
 def _timeout(request: web.Request) -> float:
     return request.app[SERVICE].settings.health_timeout_seconds
 
@@ -26,7 +31,7 @@ async def _check_database(request: web.Request) -> dict[str, Any]:
             async with request.app[SERVICE].pool.acquire() as conn:
                 await conn.fetchval("SELECT 1")
     except Exception as exc:
-        return {"status": "down", "message": repr(exc)[:200]}
+        return {"status": "down", "message": _failure(exc)}
     return {"status": "up", "responseTime": round((time.perf_counter() - started) * 1000)}
 
 
@@ -37,7 +42,7 @@ async def _check_redis(request: web.Request) -> dict[str, Any]:
         async with asyncio.timeout(_timeout(request)):
             await request.app[SERVICE].read_side.redis.ping()
     except Exception as exc:
-        return {"status": "down", "message": repr(exc)[:200]}
+        return {"status": "down", "message": _failure(exc)}
     return {"status": "up", "responseTime": round((time.perf_counter() - started) * 1000)}
 
 
@@ -50,7 +55,7 @@ async def _check_rabbitmq(request: web.Request) -> dict[str, Any]:
             await outbox.ping()
     except Exception as exc:
         lag = round(outbox.lag_seconds, 3)
-        return {"status": "down", "message": repr(exc)[:200], "outboxLagSeconds": lag}
+        return {"status": "down", "message": _failure(exc), "outboxLagSeconds": lag}
     elapsed = round((time.perf_counter() - started) * 1000)
     return {"status": "up", "responseTime": elapsed, "outboxLagSeconds": round(outbox.lag_seconds, 3)}
 

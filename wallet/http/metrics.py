@@ -13,9 +13,11 @@ Series (all prefixed ``wallet_``):
   ``version_conflicts_total``, ``flush_queue_depth`` (average batch sizes are ratios of rates);
 - ``balance_cache_hits_total``/``misses_total``, ``db_reads_total`` by pool (primary, replica);
 - ``outbox_pending`` and ``outbox_lag_seconds``, ``saga_states`` by state, ``fraud_alerts`` by
-  rule and severity: read at scrape time (the ``outbox`` table, the saga store's
-  ``count_by_state()``, the ``fraud_alerts`` table), each bounded by a timeout; absent when their
-  source is.
+  rule and severity: queried (the ``outbox`` table, the saga store's ``count_by_state()``, the
+  ``fraud_alerts`` table), each bounded by a timeout, absent when their source is. A scrape does
+  no I/O: it shows the last values and, when they are older than
+  ``settings.metrics_refresh_seconds``, starts one refresh in the background (only the first
+  scrape waits for one). However many scrape, the tables are counted at most once an interval.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
+from aiohttp.hdrs import SERVER
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -36,6 +39,7 @@ from prometheus_client.registry import Collector
 
 from wallet.http.chain import Handler, Step, call_handler
 from wallet.http.openapi import operation
+from wallet.http.serving import SERVER_NAME
 from wallet.logging_setup import ACCESS_LOGGER, CURRENT_REQUEST, access_log_enabled
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -80,6 +84,7 @@ def observe_middleware(stats: RequestStats, inner: Step = call_handler) -> Middl
         try:
             response = await inner(request, handler)
             status = response.status
+            response.headers[SERVER] = SERVER_NAME  # not aiohttp's, which names versions
             return response
         except web.HTTPException as exc:
             status = exc.status
@@ -105,10 +110,36 @@ class ServiceCollector(Collector):
     """Reads the counters and the service when scraped; ``refresh()`` first fetches the values
     that need I/O (outbox, sagas, alerts)."""
 
-    def __init__(self, service: Any, stats: RequestStats) -> None:
+    def __init__(self, service: Any, stats: RequestStats, refresh_seconds: float = 15.0) -> None:
         self._service = service
         self._stats = stats
         self._scraped: dict[str, Any] = {}
+        self._refresh_seconds = refresh_seconds
+        self._refreshed_at: float | None = None  # monotonic time the last refresh started
+        self._refreshing: asyncio.Task[None] | None = None
+
+    async def before_scrape(self) -> None:
+        """Wait for the first refresh; later, start one in the background when the values are
+        older than the interval and none is running."""
+        now = time.monotonic()
+        if self._refreshed_at is None:
+            self._refreshed_at = now
+            await self.refresh()
+        elif now - self._refreshed_at >= self._refresh_seconds and self._refreshing is None:
+            self._refreshed_at = now
+            self._refreshing = asyncio.create_task(self._refresh_in_background())
+
+    async def _refresh_in_background(self) -> None:
+        try:
+            await self.refresh()
+        finally:
+            self._refreshing = None
+
+    async def close(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refreshing
 
     async def refresh(self) -> None:
         sources = {
@@ -274,7 +305,7 @@ REGISTRY = web.AppKey("wallet_metrics_registry", CollectorRegistry)
 async def metrics(request: web.Request) -> web.Response:
     collector = request.app[METRICS]
     with contextlib.suppress(Exception):
-        await collector.refresh()
+        await collector.before_scrape()
     body = generate_latest(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
@@ -283,10 +314,16 @@ def setup_metrics(app: web.Application, service: Any, inner: Step = call_handler
     """Register ``/metrics`` and the per-app registry; return the observing middleware, which
     runs ``inner`` (the rest of the chain) inside it."""
     stats = RequestStats()
-    collector = ServiceCollector(service, stats)
+    settings = getattr(service, "settings", None)
+    collector = ServiceCollector(service, stats, getattr(settings, "metrics_refresh_seconds", 15.0))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     app[METRICS] = collector
     app[REGISTRY] = registry
     app.router.add_get("/metrics", metrics)
+
+    async def close_collector(app: web.Application) -> None:
+        await collector.close()
+
+    app.on_cleanup.append(close_collector)
     return observe_middleware(stats, inner)

@@ -29,6 +29,7 @@ from aiohttp_apispec.aiohttp_apispec import NAME_SWAGGER_DOCS, NAME_SWAGGER_SPEC
 from aiohttp_apispec.utils import get_path
 from marshmallow import RAISE, Schema
 
+from wallet.http.context import REQUEST_ID_PATTERN
 from wallet.http.schemas import (
     AlertsQuery,
     ErrorResponse,
@@ -52,12 +53,17 @@ ERROR_DESCRIPTIONS = {
     400: "Validation failed (bad JSON, amount, wallet id, unknown field, query parameter)",
     404: "Unknown wallet (or transfer)",
     409: "The same X-Request-ID is still in flight",
+    408: "The body did not arrive in time",
     413: "Body too large",
+    415: "The body is not application/json (UTF-8, no Content-Encoding)",
     422: "Business rule refused it (insufficient funds, wallet not active, limit, currency, key reuse)",
     429: "Rate limited: see Retry-After and the X-RateLimit-* headers",
     500: "Unexpected error (never a stack trace)",
     503: "A dependency is down or the command timed out",
 }
+
+# What any operation with a body may answer besides its own errors (wallet.http.validation).
+BODY_ERRORS = (408, 413, 415)
 
 REQUEST_ID_HEADER = {
     "in": "header",
@@ -65,8 +71,9 @@ REQUEST_ID_HEADER = {
     "type": "string",
     "minLength": 1,
     "maxLength": 255,
+    "pattern": f"^{REQUEST_ID_PATTERN.pattern}$",
     "required": False,
-    "description": "Idempotency key: the same key and request get the original answer again",
+    "description": "Idempotency key (visible ASCII): the same key and request get the original answer again",
 }
 
 
@@ -98,7 +105,7 @@ def operation(
             description=description,
             parameters=parameters,
             produces=list(produces),
-            responses=error_responses(errors) | (responses or {}),
+            responses=error_responses(sorted({*errors, *(BODY_ERRORS if body else ())})) | (responses or {}),
         )(handler)
         if body is not None:
             handler = request_schema(body, required=True)(handler)

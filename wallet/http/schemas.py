@@ -11,6 +11,8 @@ from wallet.domain.money import AmountError, parse_amount
 
 WALLET_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
+SAGA_ID_PATTERN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+MAX_HISTORY_OFFSET = 2**31 - 1  # the document's int32
 
 
 class Amount(fields.Field):
@@ -135,12 +137,15 @@ class WalletPath(Schema):
 
 
 class SagaPath(Schema):
-    saga_id = fields.UUID(required=True, metadata={"description": "The transfer's saga id"})
+    saga_id = fields.UUID(
+        required=True,
+        metadata={"description": "The transfer's saga id", "pattern": f"^{SAGA_ID_PATTERN.pattern}$"},
+    )
 
 
 class HistoryQuery(Schema):
     limit = fields.Integer(validate=validate.Range(1, 1000), metadata={"default": 100})
-    offset = fields.Integer(validate=validate.Range(0, 2**62), metadata={"default": 0})
+    offset = fields.Integer(validate=validate.Range(0, MAX_HISTORY_OFFSET), metadata={"default": 0})
 
 
 class TransferResponse(Schema):

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from aiohttp import web
 
 from wallet.actors.messages import Accepted, IdempotencyKey
-from wallet.http.context import request_context
+from wallet.http.context import BAD_REQUEST_ID, request_context
 from wallet.http.errors import ApiError, validation_error
 from wallet.http.rendering import renderer, respond
-from wallet.http.schemas import TransferRequest
+from wallet.http.schemas import SAGA_ID_PATTERN, TransferRequest
 from wallet.http.validation import FastLoader, json_body, wallet_id_from
 from wallet.http.wallet_routes import SERVICE
 from wallet.service.replies import transfer_body, transfer_renderer, utc_timestamp
@@ -27,7 +26,7 @@ async def transfer(request: web.Request) -> web.Response:
     from_wallet_id = wallet_id_from(request)
     ctx = request_context(request)
     if ctx.bad_request_id:
-        raise validation_error("X-Request-ID must be 1-255 characters")
+        raise validation_error(BAD_REQUEST_ID)
     data = await json_body(request, _TRANSFER)
     to_wallet_id = data["toWalletId"]
     if to_wallet_id == from_wallet_id:
@@ -50,10 +49,8 @@ async def transfer(request: web.Request) -> web.Response:
 async def get_transfer(request: web.Request) -> web.Response:
     ctx = request_context(request)
     saga_id = request.match_info["saga_id"]
-    try:
-        uuid.UUID(saga_id)
-    except ValueError:
-        raise validation_error("sagaId must be a UUID") from None
+    if not SAGA_ID_PATTERN.fullmatch(saga_id):  # uuid.UUID() also takes urn:uuid:, braces, no hyphens
+        raise validation_error("sagaId must be a UUID (8-4-4-4-12 hexadecimal digits)")
     saga = await request.app[SERVICE].saga_store.get(saga_id)
     if saga is None:
         raise ApiError(404, "TransferNotFoundError", f"transfer {saga_id} not found")

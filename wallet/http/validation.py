@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from marshmallow import Schema, missing
 from marshmallow import ValidationError as SchemaError
 
 from wallet.domain.money import AmountError, parse_amount
-from wallet.http.errors import validation_error
+from wallet.http.errors import UNSUPPORTED_MEDIA_TYPE, ApiError, validation_error
 from wallet.http.schemas import WALLET_ID_PATTERN, Amount
+
+DEFAULT_BODY_TIMEOUT_SECONDS = 10.0
+# The app's bound on the wait for a body still arriving (settings.http_body_timeout_seconds).
+BODY_TIMEOUT = web.AppKey("wallet_body_timeout", float)
+_UTF8 = frozenset({"utf-8", "utf8"})
 
 
 def wallet_id_from(request: web.Request, name: str = "id") -> str:
@@ -25,6 +31,26 @@ def wallet_id_from(request: web.Request, name: str = "id") -> str:
 
 def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not a number")
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:  # an exponent beyond even Decimal's range (1e99999999999999999999)
+        raise ValueError("number out of range") from None
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names a key twice: parsers disagree on which one counts, so neither does."""
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise DuplicateKeyError(f"duplicate key {json.dumps(twice)}")
+    return result
 
 
 class FastLoader:
@@ -90,8 +116,15 @@ class FastLoader:
         return result
 
 
-# One decoder for all requests (json.loads with options builds a new one per call).
-_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+# One decoder for all requests (json.loads with options builds a new one per call). Numbers
+# become Decimals, integers too: ``int()`` of a long digit string is slow and capped at 4300
+# digits; ``parse_amount`` reads a Decimal's size from its exponent.
+_DECODER = json.JSONDecoder(
+    parse_float=_decimal,
+    parse_int=Decimal,
+    parse_constant=_reject_constant,
+    object_pairs_hook=_object_without_duplicates,
+)
 
 # ``{"amount": <JSON number without exponent> | "<digits and dots>"}`` with JSON whitespace only,
 # short numbers only (longer ones are refused anyway; the full path words the error).
@@ -113,7 +146,7 @@ _AMOUNT_ONLY = re.compile(
 
 async def json_body(request: web.Request, schema: Schema | FastLoader) -> dict[str, Any]:
     """The body parsed with exact decimals (a float never appears) and validated by ``schema``."""
-    raw = await request.read()
+    raw = await _read_json(request)
     if isinstance(schema, FastLoader):
         shortcut = schema.load_amount_only(raw)
         if shortcut is not None:
@@ -123,8 +156,12 @@ async def json_body(request: web.Request, schema: Schema | FastLoader) -> dict[s
     else:
         try:
             data = _DECODER.decode(raw.decode())
+        except DuplicateKeyError as exc:
+            raise validation_error(f"body is not valid JSON: {exc}") from None
         except (ValueError, UnicodeDecodeError):
             raise validation_error("body is not valid JSON") from None
+        except RecursionError:
+            raise validation_error("body is nested too deeply") from None
     if not isinstance(data, dict):
         raise validation_error("body must be a JSON object")
     try:
@@ -132,6 +169,29 @@ async def json_body(request: web.Request, schema: Schema | FastLoader) -> dict[s
     except SchemaError as exc:
         raise validation_error(_describe(exc.messages)) from None
     return result
+
+
+async def _read_json(request: web.Request) -> bytes:
+    """The body, if it is JSON as sent: a body of another media type, charset or content coding
+    is refused (415) rather than guessed at. A body still arriving is awaited for at most
+    ``BODY_TIMEOUT`` seconds (408): a client sending a byte a second holds no handler for long."""
+    if request.body_exists:
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING)
+        if encoding is not None and encoding.strip().lower() != "identity":
+            raise ApiError(
+                415, UNSUPPORTED_MEDIA_TYPE, "Content-Encoding is not supported: send the body as is"
+            )
+        if request.content_type != "application/json" or (request.charset or "utf-8") not in _UTF8:
+            raise ApiError(415, UNSUPPORTED_MEDIA_TYPE, "the body must be application/json (UTF-8)")
+    try:
+        if request.content.is_eof():  # all of it arrived with the headers (the common case)
+            return await request.read()
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_SECONDS)):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(408, "RequestTimeoutError", "the body did not arrive in time") from None
+    except web.RequestPayloadError:
+        raise validation_error("the body could not be read as sent") from None
 
 
 def _describe(messages: Any) -> str:
@@ -148,10 +208,13 @@ def int_query(request: web.Request, name: str, default: int, low: int, high: int
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise validation_error(f"{name} must be an integer") from None
+    if not _QUERY_INTEGER.fullmatch(raw):
+        raise validation_error(f"{name} must be an integer (ASCII digits)")
+    value = int(raw)
     if not low <= value <= high:
         raise validation_error(f"{name} must be between {low} and {high}")
     return value
+
+
+# Only what every parser reads alike: no "+", "_", spaces or other scripts' digits (int() takes them).
+_QUERY_INTEGER = re.compile(r"-?[0-9]{1,19}", re.ASCII)

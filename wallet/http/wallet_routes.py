@@ -10,11 +10,12 @@ from aiohttp import web
 
 from wallet.actors.messages import Accepted, IdempotencyKey
 from wallet.domain.commands import Close, Deposit, Freeze, SetDailyLimit, Unfreeze, WalletCommand, Withdraw
-from wallet.http.context import request_context
+from wallet.http.context import BAD_REQUEST_ID, request_context
 from wallet.http.errors import ApiError, validation_error
 from wallet.http.openapi import operation
 from wallet.http.rendering import balance_body, history_body, renderer, respond, wallet_body
 from wallet.http.schemas import (
+    MAX_HISTORY_OFFSET,
     BalanceResponse,
     DepositRequest,
     HistoryItem,
@@ -54,7 +55,7 @@ async def _run(
 ) -> web.Response:
     ctx = request_context(request)
     if ctx.bad_request_id:
-        raise validation_error("X-Request-ID must be 1-255 characters")
+        raise validation_error(BAD_REQUEST_ID)
     wallet_id = request.match_info["id"]
     key = None
     if ctx.idempotency_key is not None:
@@ -165,7 +166,7 @@ async def history(request: web.Request) -> web.Response:
     wallet_id = wallet_id_from(request)
     ctx = request_context(request)
     limit = int_query(request, "limit", 100, 1, 1000)
-    offset = int_query(request, "offset", 0, 0, 2**62)
+    offset = int_query(request, "offset", 0, 0, MAX_HISTORY_OFFSET)
     entries = await request.app[SERVICE].read_side.history(wallet_id, limit, offset)
     if entries is None:
         raise ApiError(404, "WalletNotFoundError", f"wallet {wallet_id} not found")
