@@ -22,8 +22,8 @@ from aiohttp.web_protocol import RequestHandler
 
 from wallet.config import Settings
 from wallet.http.errors import HTTP_NAMES
-from wallet.service.replies import error_body
 from wallet.ids import correlation_id
+from wallet.service.replies import error_body
 
 SERVER_NAME = "wallet"
 
