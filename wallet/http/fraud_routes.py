@@ -34,7 +34,7 @@ def alert_body(alert: StoredAlert) -> dict[str, Any]:
 
 async def list_alerts(request: web.Request) -> web.Response:
     ctx = request_context(request)
-    wallet_id = request.query.get("walletId") or None
+    wallet_id = request.query.get("walletId")  # given but empty is refused, as documented
     if wallet_id is not None and not WALLET_ID_PATTERN.fullmatch(wallet_id):
         raise validation_error("walletId must be 1-64 characters of [A-Za-z0-9_.:-]")
     limit = int_query(request, "limit", 100, 1, 1000)

@@ -85,7 +85,11 @@ class TransferRequest(_Strict):
 
 
 class LifecycleRequest(_Strict):
-    reason = fields.String(load_default="", validate=[validate.Length(max=500), _no_nul])
+    reason = fields.String(
+        load_default="",
+        validate=[validate.Length(max=500), _no_nul],
+        metadata={"pattern": "^[^\\u0000]*$"},  # the document says what _no_nul refuses
+    )
 
 
 class LimitsRequest(_Strict):
