@@ -95,7 +95,7 @@ async def test_schemathesis_covers_every_operation_with_every_check(settings, tm
         started = time.monotonic()
         process = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "schemathesis.cli", "run", base_url + SPEC_URL),
-            *("--checks", "all", "--phases", "examples,coverage,fuzzing", "--max-examples", "10"),
+            *("--checks", "all", "--phases", "examples,coverage,fuzzing", "--max-examples", "5"),
             *("--workers", "1", "--suppress-health-check", "all", "--generation-deterministic"),
             *("--request-timeout", "10", "--no-color"),
             stdout=asyncio.subprocess.PIPE,
