@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import asyncpg
@@ -36,6 +39,7 @@ from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.migrations import migrate
 from wallet.persistence.read_side import open_read_side
+from wallet.persistence.records import WalletBatch
 from wallet.persistence.saga_store import SagaStore
 from wallet.persistence.state_loader import BatchedStateLoader
 from wallet.service import WalletService
@@ -84,7 +88,8 @@ async def start_service(
         event_store.apply,
         concurrency=s.writer_concurrency,
         max_wallets=s.writer_max_wallets,
-        after_commit=read_side.after_commit,
+        after_commit=_crash_after_commit(read_side.after_commit, s.extra),
+        before_commit=read_side.before_commit,
     )
     writer.start()
     context = WalletActorContext(
@@ -208,3 +213,25 @@ def build_worker(
     """The fraud worker, not started: its start waits for the broker (``wallet worker`` races
     that against a stop signal). Given ``bus``, it consumes that in-process bus instead."""
     return FraudWorker(settings, name=name, bus=bus)
+
+
+def _crash_after_commit(
+    hook: Callable[[WalletBatch], None] | None, extra: Mapping[str, str]
+) -> Callable[[WalletBatch], None] | None:
+    """Fault injection for the crash tests (``WALLET_FAULT_CRASH_AFTER_COMMIT=n``): SIGKILL right
+    after the n-th committed wallet batch, before anyone hears of it (cache, actor, client)."""
+    crash_at = int(extra.get("WALLET_FAULT_CRASH_AFTER_COMMIT", "0") or 0)
+    if crash_at <= 0:
+        return hook
+    seen = 0
+
+    def crash(batch: WalletBatch) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= crash_at:
+            log.error("fault injection: SIGKILL after the commit of %s", batch.wallet_id)
+            os.kill(os.getpid(), signal.SIGKILL)
+        if hook is not None:
+            hook(batch)
+
+    return crash

@@ -42,12 +42,14 @@ class FlushWriter:
         concurrency: int,
         max_wallets: int,
         after_commit: Callable[[WalletBatch], None] | None = None,
+        before_commit: Callable[[Sequence[WalletBatch]], Awaitable[None]] | None = None,
     ) -> None:
         self._loop = loop
         self._loop_thread = threading.get_ident()  # made on the loop it serves
         self._apply = apply
         self._max_wallets = max_wallets
         self._after_commit = after_commit
+        self._before_commit = before_commit
         # One queue per worker; a wallet always goes to the same one. So a wallet's next batch is
         # written after its previous one (same transaction or a later one), never beside it in a
         # concurrent transaction, where it would meet the other's row lock or stale version.
@@ -97,8 +99,11 @@ class FlushWriter:
         # Wallets in id order (stable: one wallet's batches keep theirs), so two instances' flush
         # transactions take row locks in the same order and cannot deadlock.
         requests.sort(key=lambda r: r.batch.wallet_id)
+        batches = [r.batch for r in requests]
         try:
-            conflicts = await self._apply([r.batch for r in requests])
+            if self._before_commit is not None:  # the cache's fences; never raises
+                await self._before_commit(batches)
+            conflicts = await self._apply(batches)
         except asyncio.CancelledError:
             for request in requests:
                 _tell(request, Flushed(FlushResult.FAILED, RuntimeError("writer stopped"), request.token))

@@ -3,7 +3,11 @@
 Each entry is ``<version>|<JSON view>`` under ``<prefix>:balance:<wallet id>``; the JSON is exactly
 the body of ``GET /v1/wallet/{id}``, so a hit is answered without parsing or rendering anything.
 One Lua script writes entries only when their version is newer than the stored one, so an older
-write (a slow instance, a lagging replica read) never overwrites a newer one.
+write (a slow instance, a lagging replica read) never overwrites a newer one. Before a flush
+transaction the writer turns its wallets' entries into *fences* (``F<version>|``: "a write of this
+version may be committing"): a reader takes a fence for a miss, and only a view of that version or
+newer replaces it. So an entry older than a committed write is never served, even when the
+process that committed died before its cache write (DESIGN.md, "Reads").
 
 Cheap on the hot path:
 - Writes: the flush writer's ``after_commit`` hook only records the committed state; one task
@@ -22,7 +26,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -36,16 +40,27 @@ from wallet.persistence.redis_lean import LuaScript, lean_redis
 
 log = logging.getLogger(__name__)
 
-# KEYS: the wallets' keys. ARGV[1]: ttl in seconds; then, per key, its version and its value.
-# Returns how many entries were written (the others already held that version or a newer one).
+# Entries: ``<version>|<view JSON>``, or a fence ``F<version>|`` (a write of that version may be
+# committing; see ``fence``). KEYS: the wallets' keys. ARGV[1]: ttl in seconds; then, per key, its
+# version and its value. A view lands over an older view, or over a fence it reaches (the write the
+# fence announced, or a read made after it committed). Returns how many entries were written.
 PUT_IF_NEWER = """
 local ttl = tonumber(ARGV[1])
 local written = 0
 for i, key in ipairs(KEYS) do
   local version = tonumber(ARGV[2 * i])
   local current = redis.call('GET', key)
-  local stored = current and tonumber(string.match(current, '^(%d+)|'))
-  if not stored or stored < version then
+  local ok = true
+  if current then
+    local fence = tonumber(string.match(current, '^F(%d+)|'))
+    if fence then
+      ok = version >= fence
+    else
+      local stored = tonumber(string.match(current, '^(%d+)|'))
+      ok = not stored or stored < version
+    end
+  end
+  if ok then
     redis.call('SET', key, ARGV[2 * i + 1], 'EX', ttl)
     written = written + 1
   end
@@ -53,7 +68,25 @@ end
 return written
 """
 
+# KEYS: the wallets about to be written. ARGV[1]: ttl; then, per key, the version its write leads
+# to. Each entry becomes a fence ``F<version>|`` unless it already holds that version or a newer
+# one (view or fence): readers take a fence for a miss, and only a view of that version or newer
+# replaces it.
+FENCE = """
+local ttl = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local version = tonumber(ARGV[i + 1])
+  local current = redis.call('GET', key)
+  local held = current and tonumber(string.match(current, '^F?(%d+)|'))
+  if not held or held < version then
+    redis.call('SET', key, 'F' .. version .. '|', 'EX', ttl)
+  end
+end
+return 1
+"""
+
 _PUT_IF_NEWER_SCRIPT = LuaScript.of(PUT_IF_NEWER)
+_FENCE_SCRIPT = LuaScript.of(FENCE)
 
 MAX_READS_IN_FLIGHT = 2
 MAX_WRITE = 512  # views per script call (a backlog is written in rounds)
@@ -174,6 +207,30 @@ class BalanceCache:
         return self._writing is None and not (self._pending or self._fills)
 
     # -- writes ------------------------------------------------------------------------------
+
+    async def fence(self, batches: Sequence[WalletBatch]) -> None:
+        """The flush writer's hook before a transaction that may change these wallets: their
+        entries become fences, so no process trusts a view older than what this transaction may
+        commit, whatever happens to this process between COMMIT and its cache write (a SIGKILL,
+        a lost connection). Redis unreachable: the wallets are remembered as dirty (this instance
+        reads them from PostgreSQL, and deletes their entries once Redis answers again)."""
+        keys: list[str] = []
+        args: list[Any] = [self._ttl]
+        for batch in batches:
+            state = batch.state
+            if state is not None and batch.events:
+                keys.append(self._prefix + batch.wallet_id)
+                args.append(state.version)
+        if not keys or self._closed:
+            return
+        if self.breaker.closed():
+            try:
+                await self._lean.run_script(_FENCE_SCRIPT, keys, args)
+                return
+            except Exception as exc:
+                self.breaker.failed(exc)
+        self._mark_dirty(key[len(self._prefix) :] for key in keys)
+        self._schedule_write()
 
     def after_commit(self, batch: WalletBatch) -> None:
         """The flush writer's hook, on the loop, after ``batch`` committed: record, write later."""
@@ -323,7 +380,7 @@ class BalanceCache:
                     values = [None] * len(wallet_ids)
                 for wallet_id, value in zip(wallet_ids, values, strict=True):
                     body: bytes | None = None
-                    if isinstance(value, bytes):
+                    if isinstance(value, bytes) and not value.startswith(b"F"):  # a fence: a miss
                         body = value[value.index(b"|") + 1 :]
                         self.hits += 1
                     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 from redis.asyncio import Redis
@@ -27,6 +27,11 @@ class ReadSide:
     def after_commit(self) -> Callable[[WalletBatch], None] | None:
         """The flush writer's hook (None when the cache is off)."""
         return None if self.cache is None else self.cache.after_commit
+
+    @property
+    def before_commit(self) -> Callable[[Sequence[WalletBatch]], Awaitable[None]] | None:
+        """The flush writer's hook before each transaction: the cache's fences (None when off)."""
+        return None if self.cache is None else self.cache.fence
 
     async def wallet_json(self, wallet_id: str) -> bytes | None:
         """The body of ``GET /v1/wallet/{id}``, or None if the wallet does not exist."""
