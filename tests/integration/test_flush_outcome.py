@@ -62,8 +62,8 @@ async def test_a_late_commit_is_reported_as_done(settings, database_url, wallet_
     assert (status, cents) == (200, 1500), body  # the deposit landed after the cut: the client knows
 
 
-async def test_a_flush_stuck_past_the_grace_is_ended_and_reported_as_not_done(
-    settings, database_url, wallet_id
-):
+async def test_a_flush_stuck_past_the_grace_is_ended_and_written_again(settings, database_url, wallet_id):
     status, body, cents = await _deposit_while_cut(settings, database_url, wallet_id, hold_s=3.0)
-    assert (status, body["message"], cents) == (503, "write failed; retry", 1000)  # terminated: nothing
+    # Its server process was terminated after 2 s: ruled out, the deposit is written again on a
+    # new connection (issue 11: a lost connection costs latency, not an error), once.
+    assert (status, cents) == (200, 1500), body

@@ -161,6 +161,9 @@ class CommandEnvelope:
     render: Callable[[Outcome], Reply]
     reply_to: ReplyTo
     idempotency: IdempotencyKey | None = None
+    # Flushes of this command that failed for want of a connection and were ruled out (not
+    # committed): the actor decides it again, up to a bound, instead of answering 503.
+    failed_writes: int = 0
 
     def answer_from_thread(self, reply: Reply) -> None:
         self.reply_to.from_thread(reply)

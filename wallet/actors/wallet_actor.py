@@ -43,6 +43,7 @@ from wallet.domain.events import Event
 from wallet.domain.saga import SagaTransition, expected_state, is_saga_step, transition_for
 from wallet.domain.wallet import WalletState, decide, evolve
 from wallet.ids import new_uuid
+from wallet.persistence.db import is_connection_failure
 from wallet.persistence.event_store import EventStore, FlushOutcomeUnknown
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.records import IdempotencyRecord, StoredEvent, StoredWallet, WalletBatch
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 
 # After this many version conflicts in a row the actor gives up on its commands (503).
 MAX_CONSECUTIVE_CONFLICTS = 50
+# A command whose flush failed for want of a connection, and did not commit, is decided and
+# written again (a failover costs latency, not errors) this many times before it is answered 503.
+MAX_FAILED_WRITES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,7 @@ class WalletActor(LoopActor):
         self._optimistic: WalletState | None = None
         self._waiting: list[CommandEnvelope] = []  # undecided, while loading
         self._checking: list[list[_Decided]] = []  # failed flights whose outcome is being checked
+        self._check_retryable: list[bool] = []  # per checked flight: lost its connection?
         self._pending: list[_Decided] = []
         self._committed_event_id: uuid.UUID | None = None
         self._flights: collections.deque[_Flight] = collections.deque()  # in flight, oldest first
@@ -256,6 +261,7 @@ class WalletActor(LoopActor):
         troubled, self._troubled = self._troubled, []
         redecide: list[CommandEnvelope] = []
         checks: list[list[_Decided]] = []
+        retryable: list[bool] = []
         orphans: set[int] = set()  # server processes of flushes that may still commit
         for flight, result in troubled:
             if result.result is FlushResult.CONFLICT:
@@ -263,6 +269,9 @@ class WalletActor(LoopActor):
             elif result.result is FlushResult.FAILED:
                 log.warning("wallet actor %s: flush failed: %r", self.wallet_id, result.error)
                 checks.append(flight.decided)
+                retryable.append(
+                    isinstance(result.error, FlushOutcomeUnknown) or is_connection_failure(result.error)
+                )
                 if isinstance(result.error, FlushOutcomeUnknown) and result.error.backend_pid is not None:
                     orphans.add(result.error.backend_pid)
         if any(result.result is FlushResult.CONFLICT for _, result in troubled):
@@ -273,7 +282,7 @@ class WalletActor(LoopActor):
                         envelope.render(unavailable("too much contention on this wallet; retry"))
                     )
                 redecide = []
-        self._reload(redecide, checks, orphans)
+        self._reload(redecide, checks, orphans, retryable)
 
     # -- reloading ---------------------------------------------------------------------------
 
@@ -282,6 +291,7 @@ class WalletActor(LoopActor):
         redecide: list[CommandEnvelope],
         checks: list[list[_Decided]] | None = None,
         orphans: set[int] | None = None,
+        retryable: list[bool] | None = None,
     ) -> None:
         """Forget the optimistic state; decide ``redecide``, the pending and waiting commands
         again, in order, once the committed state is loaded (a task; never blocks the loop).
@@ -290,6 +300,7 @@ class WalletActor(LoopActor):
         self._ready = False
         self._reloading = True
         self._checking = checks or []
+        self._check_retryable = retryable or []
         self._waiting = redecide + [d.envelope for d in self._pending] + self._waiting
         self._pending = []
         check_ids = [[e.id for d in decided for e in d.events] for decided in self._checking]
@@ -331,6 +342,8 @@ class WalletActor(LoopActor):
     def _on_reloaded(self, message: Reloaded) -> None:
         self._reloading = False
         checking, self._checking = self._checking, []
+        retryable, self._check_retryable = self._check_retryable, []
+        write_again: list[CommandEnvelope] = []
         for position, decided in enumerate(checking):
             committed = (
                 message.checks_committed[position] if position < len(message.checks_committed) else None
@@ -338,11 +351,18 @@ class WalletActor(LoopActor):
             if committed:
                 for d in decided:
                     d.envelope.answer_on_loop(d.reply)
+            elif committed is False and position < len(retryable) and retryable[position]:
+                for d in decided:  # ruled out: nothing was written, so writing again is safe
+                    d.envelope.failed_writes += 1
+                    if d.envelope.failed_writes <= MAX_FAILED_WRITES:
+                        write_again.append(d.envelope)
+                    else:
+                        self._answer_unavailable([d], "write failed; retry")
             else:
                 self._answer_unavailable(
                     decided, "database unavailable" if committed is None else "write failed; retry"
                 )
-        waiting, self._waiting = self._waiting, []
+        waiting, self._waiting = write_again + self._waiting, []
         if message.error is not None:
             log.warning("wallet actor %s: load failed: %r", self.wallet_id, message.error)
             for envelope in waiting:

@@ -1,8 +1,14 @@
-"""asyncpg pools."""
+"""asyncpg pools, and retrying what is safe to retry when their connections fail."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import asyncpg
+
+T = TypeVar("T")
 
 
 class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
@@ -36,3 +42,38 @@ async def create_pool(
     )
     assert pool is not None
     return pool
+
+
+# What a lost or killed connection raises (asyncpg reports it several ways): class 08, the
+# server's "terminating connection" (57P01-57P03), a proxy released under us when the connection
+# closed, the protocol left in a broken state ("cannot switch to state ..."), socket errors.
+CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+    OSError,
+)
+RETRY_DELAYS_SECONDS = (0.0, 0.05, 0.2, 0.5)
+
+
+def is_connection_failure(exc: BaseException | None) -> bool:
+    """Did this fail for want of a working connection (rather than for what was sent)?"""
+    return isinstance(exc, CONNECTION_FAILURES) and not isinstance(exc, asyncpg.exceptions.DataError)
+
+
+async def retrying(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """``work`` on a pool connection, again on a fresh one while the connection fails (a failover,
+    terminated backends): for reads and for writes that are safe to repeat. A broken connection is
+    closed by asyncpg and replaced by the pool; ~0.75 s of retries in all, then the error."""
+    for delay in RETRY_DELAYS_SECONDS:
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            async with pool.acquire() as conn:
+                return await work(conn)
+        except Exception as exc:
+            if not is_connection_failure(exc) or delay == RETRY_DELAYS_SECONDS[-1]:
+                raise
+    raise AssertionError("unreachable")

@@ -11,6 +11,7 @@ import asyncpg
 import orjson
 
 from wallet.domain.wallet import WalletState, WalletStatus
+from wallet.persistence.db import retrying
 from wallet.persistence.records import StoredWallet, WalletBatch
 
 
@@ -93,7 +94,7 @@ class EventStore:
         ``FlushOutcomeUnknown`` with the server process that may still commit.
         """
         payload = encode_batches(batches)
-        conn = self._held.pop() if self._held else await self._pool.acquire()
+        conn = await self._connection()
         pid = conn.get_server_pid()  # known before the connection can fail
         try:
             conflicts = await conn.fetchval("SELECT wallet_apply_batches($1::jsonb)", payload)
@@ -109,6 +110,19 @@ class EventStore:
             raise FlushOutcomeUnknown(pid) from exc
         self._held.append(conn)
         return {position - 1 for position in conflicts}
+
+    async def _connection(self) -> asyncpg.Connection:
+        """A held connection still open, or one from the pool. A held connection whose server
+        process was terminated meanwhile has been closed (and taken back) by asyncpg: skip it."""
+        while self._held:
+            conn = self._held.pop()
+            try:
+                if not conn.is_closed():
+                    return conn
+            except asyncpg.InterfaceError:  # released to the pool when it closed
+                continue
+            await self._pool.release(conn)  # closed: the pool replaces it
+        return await self._pool.acquire()
 
     async def wait_for_backend(self, pid: int, *, grace_s: float = 2.0) -> None:
         """Return once the server process of a flush whose outcome is unknown has ended: its
@@ -151,12 +165,14 @@ class EventStore:
 
     async def load_many(self, wallet_ids: Sequence[str]) -> dict[str, StoredWallet]:
         """The stored wallets among ``wallet_ids``, by id (one query for all)."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
+        rows = await retrying(
+            self._pool,
+            lambda conn: conn.fetch(
                 "SELECT id, currency, balance, version, status, daily_withdrawal_limit,"
                 " outflow_day, outflow_today, last_event_id FROM wallets WHERE id = ANY($1::text[])",
                 list(wallet_ids),
-            )
+            ),
+        )
         return {
             row["id"]: StoredWallet(
                 WalletState(
@@ -175,8 +191,10 @@ class EventStore:
         }
 
     async def any_event_exists(self, event_ids: Sequence[uuid.UUID]) -> bool:
-        async with self._pool.acquire() as conn:
-            found = await conn.fetchval(
+        found = await retrying(
+            self._pool,
+            lambda conn: conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM wallet_events WHERE id = ANY($1::uuid[]))", list(event_ids)
-            )
+            ),
+        )
         return bool(found)

@@ -6,6 +6,7 @@ import json
 
 import asyncpg
 
+from wallet.persistence.db import retrying
 from wallet.persistence.records import IdempotencyRecord
 
 
@@ -14,10 +15,12 @@ class IdempotencyStore:
         self._pool = pool
 
     async def find(self, key: str) -> IdempotencyRecord | None:
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
+        row = await retrying(
+            self._pool,
+            lambda conn: conn.fetchrow(
                 "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE key = $1", key
-            )
+            ),
+        )
         if row is None:
             return None
         return IdempotencyRecord(key, row["fingerprint"], row["status_code"], json.loads(row["response"]))

@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from wallet.persistence.db import retrying
+
 
 @dataclass(frozen=True, slots=True)
 class WalletView:
@@ -34,12 +36,14 @@ class WalletReadModel:
         self._pool = pool
 
     async def wallet(self, wallet_id: str) -> WalletView | None:
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
+        row = await retrying(
+            self._pool,
+            lambda conn: conn.fetchrow(
                 "SELECT balance, currency, status, version, daily_withdrawal_limit"
                 " FROM wallets WHERE id = $1",
                 wallet_id,
-            )
+            ),
+        )
         if row is None:
             return None
         return WalletView(
@@ -53,8 +57,9 @@ class WalletReadModel:
 
     async def history(self, wallet_id: str, limit: int, offset: int) -> list[HistoryEntry] | None:
         """The wallet's events oldest first, or None if the wallet does not exist."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
+
+        async def read(conn: asyncpg.Connection) -> list[asyncpg.Record] | None:
+            rows: list[asyncpg.Record] = await conn.fetch(
                 "SELECT id, event_type, amount, metadata, created_at FROM wallet_events"
                 " WHERE wallet_id = $1 ORDER BY version LIMIT $2 OFFSET $3",
                 wallet_id,
@@ -65,6 +70,11 @@ class WalletReadModel:
                 exists = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM wallets WHERE id = $1)", wallet_id)
                 if not exists:
                     return None
+            return rows
+
+        rows = await retrying(self._pool, read)
+        if rows is None:
+            return None
         return [
             HistoryEntry(
                 str(r["id"]), r["event_type"], r["amount"], json.loads(r["metadata"]), r["created_at"]

@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from wallet.domain.saga import SagaState
+from wallet.persistence.db import retrying
 from wallet.persistence.grouped import Failed, GroupedCalls
 
 
@@ -53,40 +54,53 @@ class SagaStore:
     async def create_many(self, sagas: list[SagaRecord]) -> list[SagaRecord | Failed]:
         """Insert PENDING sagas in one statement; for each, the stored saga (the one already
         holding its request key, if that was taken). The INSERT commits on its own: if finding
-        a key's holder then fails, only the sagas that lost their key fail."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "INSERT INTO transfer_sagas (id, from_wallet_id, to_wallet_id, amount, state,"
-                " request_key, request_fingerprint)"
-                " SELECT id, from_wallet_id, to_wallet_id, amount, 'PENDING',"
-                " request_key, request_fingerprint"
-                " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])"
-                " AS s(id, from_wallet_id, to_wallet_id, amount, request_key, request_fingerprint)"
-                f" ON CONFLICT (request_key) DO NOTHING RETURNING {_COLUMNS}",
-                [s.id for s in sagas],
-                [s.from_wallet_id for s in sagas],
-                [s.to_wallet_id for s in sagas],
-                [s.amount for s in sagas],
-                [s.request_key for s in sagas],
-                [s.request_fingerprint for s in sagas],
-            )
-            stored = {row["id"]: _record(row) for row in rows}
-            taken = [s.request_key for s in sagas if s.id not in stored and s.request_key is not None]
-            holders: dict[str, SagaRecord] = {}
-            lookup_error: BaseException | None = None
-            if taken:
-                try:
-                    existing = await conn.fetch(
-                        f"SELECT {_COLUMNS} FROM transfer_sagas WHERE request_key = ANY($1::text[])", taken
-                    )
-                    holders = {row["request_key"]: _record(row) for row in existing}
-                except Exception as exc:
-                    lookup_error = exc
+        a key's holder then fails, only the sagas that lost their key fail. Safe to repeat (a
+        saga inserted by an attempt whose answer was lost is found by its id), so a lost
+        connection is retried on another."""
+        return await retrying(self._pool, lambda conn: self._create_many(conn, sagas))
+
+    @staticmethod
+    async def _create_many(conn: asyncpg.Connection, sagas: list[SagaRecord]) -> list[SagaRecord | Failed]:
+        rows = await conn.fetch(
+            "INSERT INTO transfer_sagas (id, from_wallet_id, to_wallet_id, amount, state,"
+            " request_key, request_fingerprint)"
+            " SELECT id, from_wallet_id, to_wallet_id, amount, 'PENDING',"
+            " request_key, request_fingerprint"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])"
+            " AS s(id, from_wallet_id, to_wallet_id, amount, request_key, request_fingerprint)"
+            f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
+            [s.id for s in sagas],
+            [s.from_wallet_id for s in sagas],
+            [s.to_wallet_id for s in sagas],
+            [s.amount for s in sagas],
+            [s.request_key for s in sagas],
+            [s.request_fingerprint for s in sagas],
+        )
+        stored = {row["id"]: _record(row) for row in rows}
+        missing = [s for s in sagas if s.id not in stored]
+        by_id: dict[str, SagaRecord] = {}
+        by_key: dict[str, SagaRecord] = {}
+        lookup_error: BaseException | None = None
+        if missing:
+            try:
+                existing = await conn.fetch(
+                    f"SELECT {_COLUMNS} FROM transfer_sagas"
+                    " WHERE request_key = ANY($1::text[]) OR id = ANY($2::uuid[])",
+                    [s.request_key for s in missing if s.request_key is not None],
+                    [s.id for s in missing],
+                )
+                for row in existing:
+                    found = _record(row)
+                    by_id[found.id] = found
+                    if found.request_key is not None:
+                        by_key[found.request_key] = found
+            except Exception as exc:
+                lookup_error = exc
         results: list[SagaRecord | Failed] = []
         for saga in sagas:
-            record = stored.get(saga.id)
+            record: SagaRecord | None = stored.get(saga.id) or by_id.get(saga.id)
             if record is None and saga.request_key is not None:
-                record = holders.get(saga.request_key)
+                record = by_key.get(saga.request_key)
             if record is not None:
                 results.append(record)
             else:
@@ -95,13 +109,17 @@ class SagaStore:
         return results
 
     async def get(self, saga_id: str) -> SagaRecord | None:
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM transfer_sagas WHERE id = $1::uuid", saga_id)
+        row = await retrying(
+            self._pool,
+            lambda conn: conn.fetchrow(f"SELECT {_COLUMNS} FROM transfer_sagas WHERE id = $1::uuid", saga_id),
+        )
         return None if row is None else _record(row)
 
     async def state(self, saga_id: str) -> SagaState | None:
-        async with self._pool.acquire() as conn:
-            value = await conn.fetchval("SELECT state FROM transfer_sagas WHERE id = $1::uuid", saga_id)
+        value = await retrying(
+            self._pool,
+            lambda conn: conn.fetchval("SELECT state FROM transfer_sagas WHERE id = $1::uuid", saga_id),
+        )
         return None if value is None else SagaState(value)
 
     async def stuck(self, older_than_seconds: float, limit: int = 500) -> list[SagaRecord]:
