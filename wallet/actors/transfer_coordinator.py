@@ -77,6 +77,7 @@ class _Run:
     render: RenderTransfer
     client: ReplyTo | None
     idempotency: IdempotencyKey | None
+    also: list[ReplyTo] = field(default_factory=list)  # clients who joined (retries of the request)
     stage: str = "debit"
     currency: str | None = None
     credit_error: DomainError | None = None
@@ -122,8 +123,11 @@ class TransferCoordinator(LoopActor):
 
     def _start(self, message: RunSaga) -> None:
         saga = message.saga
-        if saga.id in self._running:
-            return  # already driving it (recovery found a live saga)
+        running = self._running.get(saga.id)
+        if running is not None:  # already driving it: a retry waits for the same outcome
+            if message.client is not None:
+                running.also.append(message.client)
+            return
         run = _Run(saga, message.render, message.client, message.idempotency, currency=saga.currency)
         self._running[saga.id] = run
         if saga.state is SagaState.PENDING:
@@ -218,6 +222,8 @@ class TransferCoordinator(LoopActor):
         self._running.pop(run.saga.id, None)
         if run.client is not None:
             run.client.on_loop(reply)
+        for client in run.also:
+            client.on_loop(reply)
 
 
 def _now() -> datetime:

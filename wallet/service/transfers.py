@@ -28,7 +28,7 @@ from wallet.actors.messages import (
     key_in_flight,
     unavailable,
 )
-from wallet.actors.transfer_coordinator import RenderTransfer, RunSaga
+from wallet.actors.transfer_coordinator import RenderTransfer, RunSaga, TransferResult
 from wallet.domain.errors import IdempotencyKeyReuseError
 from wallet.domain.saga import FINAL_STATES, SagaState
 from wallet.persistence.idempotency_store import IdempotencyStore
@@ -36,6 +36,9 @@ from wallet.persistence.saga_store import SagaRecord, SagaStore
 from wallet.service.idempotency import IdempotencyGate
 
 log = logging.getLogger(__name__)
+
+# Rounds of driving one request's saga on after finding it moved on by someone else.
+MAX_DRIVES = 3
 
 RenderOutcome = Callable[[Outcome], Reply]
 # Builds the reply renderer for a saga recovery finishes (no client is waiting; the reply is
@@ -119,9 +122,33 @@ class TransferService:
         if self._crash_before_debit:
             log.error("fault injection: SIGKILL before the debit of saga %s", saga.id)
             os.kill(os.getpid(), signal.SIGKILL)
-        future: asyncio.Future[Reply] = self._loop.create_future()
-        self._coordinator.tell(RunSaga(stored, render, FutureReply(self._loop, future), key))
-        return naming_saga(await future, stored.id)
+        return naming_saga(await self._drive(stored, render, key), stored.id)
+
+    async def _drive(self, saga: SagaRecord, render: RenderTransfer, key: IdempotencyKey | None) -> Reply:
+        """Drive ``saga`` on from its stored state and answer its outcome. If a step finds the
+        saga moved on by someone else (recovery, another instance, an earlier attempt), go on
+        from where it is now; a finished saga is answered with its recorded reply."""
+        reply = Reply(503, None)
+        for _ in range(MAX_DRIVES):
+            future: asyncio.Future[Reply] = self._loop.create_future()
+            self._coordinator.tell(RunSaga(saga, render, FutureReply(self._loop, future), key))
+            reply = await future
+            if not _obsolete(reply):
+                return reply
+            current = await self._sagas.get(saga.id)
+            if current is None:
+                return reply
+            if current.state in FINAL_STATES:
+                recorded = await self._recorded(key)
+                return recorded or render(TransferResult(current, current.state))
+            saga = current
+        return reply
+
+    async def _recorded(self, key: IdempotencyKey | None) -> Reply | None:
+        if key is None:
+            return None
+        record = await self._idempotency.find(key.key)
+        return None if record is None else Reply(record.status, record.body, replayed=True)
 
     async def _duplicate(
         self, saga: SagaRecord, key: IdempotencyKey, render: RenderTransfer, render_outcome: RenderOutcome
@@ -131,11 +158,15 @@ class TransferService:
                 Rejected(IdempotencyKeyReuseError("X-Request-ID was already used for a different request"))
             )
         if saga.state in FINAL_STATES:
-            record = await self._idempotency.find(key.key)
-            if record is not None:
-                return Reply(record.status, record.body, replayed=True)
-        in_flight = key_in_flight("a transfer with this X-Request-ID is in progress")
-        return naming_saga(render(in_flight), saga.id)
+            recorded = await self._recorded(key)
+            if recorded is not None:
+                return recorded
+            finishing = key_in_flight("a transfer with this X-Request-ID is finishing")
+            return naming_saga(render(finishing), saga.id)
+        # Not finished: maybe nobody is driving it (its step could not be written, its process
+        # died). The retry drives it on; every step is idempotent per saga, so a driver elsewhere
+        # is harmless, and one here already is joined (the coordinator answers both).
+        return naming_saga(await self._drive(saga, render, key), saga.id)
 
     async def recover_stuck(self) -> int:
         """Hand every stuck saga to the coordinator (it skips those it is already driving)."""
@@ -167,3 +198,9 @@ def naming_saga(reply: Reply, saga_id: str) -> Reply:
     if reply.status in (409, 503) and isinstance(body, dict) and "sagaId" not in body:
         return replace(reply, body=body | {"sagaId": saga_id})
     return reply
+
+
+def _obsolete(reply: Reply) -> bool:
+    """A step refused because the saga is no longer in the state that step starts from."""
+    body = reply.body
+    return reply.status == 409 and isinstance(body, dict) and body.get("error") == "SagaStepObsoleteError"
