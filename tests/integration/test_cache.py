@@ -308,3 +308,36 @@ async def test_a_backlog_of_commits_is_written_in_rounds(settings):
     finally:
         await cache.close()
         await redis.aclose()
+
+
+async def test_a_fence_hides_older_views_until_a_view_of_its_version_lands(settings, wallet_id):
+    """Two instances: A fences the wallet before its flush and dies after COMMIT (no cache write);
+    B's reads miss, B's stale fill is refused, a fill of the committed version lands."""
+    redis = create_redis(settings.redis_url, timeout_seconds=2)
+    loop = asyncio.get_running_loop()
+    a = BalanceCache(redis, loop, prefix=settings.redis_key_prefix, ttl_seconds=60)
+    b = BalanceCache(redis, loop, prefix=settings.redis_key_prefix, ttl_seconds=60)
+    try:
+        old = WalletView(wallet_id, 100, "USD", "ACTIVE", 4, None)
+        b.fill(old)
+        await eventually(lambda: _true(b.idle))
+        assert await b.get(wallet_id) == view_json(old)
+        state = WalletState(wallet_id, "USD", balance=150, version=5)
+        await a.fence([WalletBatch(wallet_id, 4, state, (object(),), ())])  # type: ignore[arg-type]
+        assert await redis.get(a.key(wallet_id)) == b"F5|"
+        assert await b.get(wallet_id) is None  # a fence is a miss
+        b.fill(old)  # read before the COMMIT, landing after it: refused
+        await eventually(lambda: _true(b.idle))
+        assert await b.get(wallet_id) is None
+        new = WalletView(wallet_id, 150, "USD", "ACTIVE", 5, None)
+        b.fill(new)  # read after the COMMIT
+        await eventually(lambda: _true(b.idle))
+        assert await b.get(wallet_id) == view_json(new)
+        # A fence never goes backwards, nor over a newer view.
+        await a.fence([WalletBatch(wallet_id, 3, replace(state, version=4), (object(),), ())])  # type: ignore[arg-type]
+        assert await b.get(wallet_id) == view_json(new)
+    finally:
+        await a.close()
+        await b.close()
+        await redis.delete(a.key(wallet_id))
+        await redis.aclose()

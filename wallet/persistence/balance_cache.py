@@ -16,8 +16,9 @@ Cheap on the hot path:
   read after a write on this instance sees it even though the reply went out before the write.
 - Reads: concurrent lookups are gathered into one ``MGET`` (at most two in flight).
 - Redis down: a circuit breaker skips Redis for a growing pause (reads go to PostgreSQL, writes
-  are dropped and their keys deleted once Redis answers again, before reads use Redis again;
-  too many to remember: every cached view is deleted). Nothing ever fails a request.
+  are dropped and their entries fenced at the version written once Redis answers again, before
+  reads here use Redis again; too many to remember: every cached view is deleted). Nothing ever
+  fails a request.
 """
 
 from __future__ import annotations
@@ -186,8 +187,12 @@ class BalanceCache:
         self._pending: dict[str, WalletLike] = {}
         # Read from the database on a miss, to be cached (guarded like any write).
         self._fills: dict[str, WalletLike] = {}
-        # Written while Redis was down: deleted once it answers again.
-        self._dirty: set[str] = set()
+        # Written (or being written) while Redis was out of reach, with the highest such version:
+        # fenced at that version once Redis answers again (not deleted: a write sent before the
+        # outage may still land after a deletion, while a fence refuses it). Until then, and
+        # while that fencing is in flight, reads here skip Redis.
+        self._dirty: dict[str, int] = {}
+        self._clearing = False
         self._purge_all = False
         self._writing: asyncio.Task[None] | None = None
         self._read_waiters: dict[str, list[asyncio.Future[bytes | None]]] = {}
@@ -229,7 +234,9 @@ class BalanceCache:
                 return
             except Exception as exc:
                 self.breaker.failed(exc)
-        self._mark_dirty(key[len(self._prefix) :] for key in keys)
+        self._mark_dirty(
+            (key[len(self._prefix) :], version) for key, version in zip(keys, args[1:], strict=True)
+        )
         self._schedule_write()
 
     def after_commit(self, batch: WalletBatch) -> None:
@@ -280,7 +287,7 @@ class BalanceCache:
             view = self._fills.pop(wallet_id)
             if wallet_id not in self._pending:
                 fills.append(view)
-        dirty = list(self._dirty)
+        dirty = list(self._dirty.items())
         self._dirty.clear()
         purge_all, self._purge_all = self._purge_all, False
         keys: list[str] = []
@@ -289,20 +296,25 @@ class BalanceCache:
             keys.append(self._prefix + state.wallet_id)
             args.append(state.version)
             args.append(str(state.version).encode() + b"|" + view_json(state))
+        self._clearing = bool(dirty or purge_all)
         try:
             if purge_all:
                 await self._delete_everything()
             if dirty:
-                await self._redis.delete(*(self._prefix + w for w in dirty))
+                fence_keys = [self._prefix + wallet_id for wallet_id, _ in dirty]
+                fence_args: list[Any] = [self._ttl, *(version for _, version in dirty)]
+                await self._lean.run_script(_FENCE_SCRIPT, fence_keys, fence_args)
             if keys:
                 await self._lean.run_script(_PUT_IF_NEWER_SCRIPT, keys, args)
         except Exception as exc:
             self.breaker.failed(exc)
             self._purge_all = self._purge_all or purge_all
             self._mark_dirty(dirty)
-            self._mark_dirty(s.wallet_id for s in states)
+            self._mark_dirty((s.wallet_id, s.version) for s in states)
             self._forget(states)
             return
+        finally:
+            self._clearing = False
         self.breaker.succeeded()
         self._forget(states)
 
@@ -324,18 +336,19 @@ class BalanceCache:
                 del pending[state.wallet_id]
 
     def _drop_pending(self) -> None:
-        self._mark_dirty(self._pending)
+        self._mark_dirty((s.wallet_id, s.version) for s in self._pending.values())
         self._pending.clear()
         self._fills.clear()
 
-    def _mark_dirty(self, wallet_ids: Iterable[str]) -> None:
+    def _mark_dirty(self, versions: Iterable[tuple[str, int]]) -> None:
         dirty = self._dirty
-        for wallet_id in wallet_ids:
+        for wallet_id, version in versions:
             if len(dirty) >= MAX_DIRTY:
                 self._purge_all = True
                 dirty.clear()
                 return
-            dirty.add(wallet_id)
+            if dirty.get(wallet_id, -1) < version:
+                dirty[wallet_id] = version
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -351,7 +364,7 @@ class BalanceCache:
 
     async def get(self, wallet_id: str) -> bytes | None:
         """The cached view's JSON, or None (a miss, or Redis unavailable)."""
-        if self._dirty or self._purge_all or self._closed or not self.breaker.closed():
+        if self._dirty or self._clearing or self._purge_all or self._closed or not self.breaker.closed():
             self.misses += 1  # Redis out, or it may hold views older than the database
             return None
         future: asyncio.Future[bytes | None] = self._loop.create_future()
