@@ -17,8 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-REFUSED_WITHIN_SECONDS = 0.2  # a 4xx; the target is 50 ms (see the printed figures)
-ANSWERED_WITHIN_SECONDS = 2.0  # a 2xx: a real flush to PostgreSQL on a shared machine
+REFUSED_WITHIN_SECONDS = 0.2  # refused before any I/O; the target is 50 ms (printed figures)
+ANSWERED_WITHIN_SECONDS = 2.0  # anything else: a real read or flush on a shared machine
+# Statuses given before the request reaches the database or a wallet.
+REFUSED_UNREAD = frozenset({400, 405, 408, 413, 415, 431})
 
 json_values = st.recursive(
     st.none()
@@ -148,8 +150,11 @@ async def _send(port: int, request: bytes) -> tuple[int, bytes, float]:
 
 @pytest.fixture(scope="module")
 def timings() -> Any:
-    measured: dict[str, list[float]] = {"2xx": [], "4xx": []}
+    measured: dict[str, list[float]] = {"refused": [], "answered": []}
     yield measured
+    # Not vacuous: most requests were refused by validation, some went through (an auth layer
+    # in front would refuse them all: send a credential, or build the app with auth off).
+    assert len(measured["refused"]) > 50 and measured["answered"], {k: len(v) for k, v in measured.items()}
     for kind, values in measured.items():
         if values:
             values.sort()
@@ -175,8 +180,9 @@ async def test_no_request_is_answered_5xx_or_slowly(client, timings, spec):
         error = json.loads(body)
         assert set(error) == {"statusCode", "error", "message", "timestamp", "path", "requestId"}, body
         assert error["statusCode"] == status
-        timings["4xx"].append(elapsed)
+    if status in REFUSED_UNREAD:
+        timings["refused"].append(elapsed)
         assert elapsed < REFUSED_WITHIN_SECONDS, (request[:300], status, elapsed)
     else:
-        timings["2xx"].append(elapsed)
+        timings["answered"].append(elapsed)
         assert elapsed < ANSWERED_WITHIN_SECONDS, (request[:300], status, elapsed)

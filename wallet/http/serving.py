@@ -47,7 +47,10 @@ class _QuietRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         # aiohttp's own: logs the error, refuses when an answer has begun; its text is dropped.
         super().handle_error(request, status, exc, None)
-        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
         name = HTTP_NAMES.get(status, "InternalServerError" if status >= 500 else "HttpError")
         request_id = correlation_id()
         body = error_body(status, name, phrase, "", request_id)
