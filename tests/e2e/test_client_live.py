@@ -203,8 +203,7 @@ async def test_a_transfer_retried_through_a_sigkill_and_restart_happens_once(liv
     answers the first call with the recorded outcome: one debit, one credit."""
     source, dest, key = new_id(), new_id(), f"t-{uuid.uuid4()}"
     crashing = ServiceProcess(live_settings, WALLET_FAULT_CRASH_AFTER_DEBIT="1")
-    restarted = ServiceProcess(live_settings, PORT=str(crashing.port))
-    restarted.port, restarted.base = crashing.port, crashing.base
+    restarted = ServiceProcess(live_settings, crashing.port)
     try:
         await crashing.start()
         async with WalletClient(crashing.base, retry=FAST) as c, WalletClient(live, retry=FAST) as other:
