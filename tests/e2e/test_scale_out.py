@@ -14,7 +14,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
@@ -28,6 +28,7 @@ from tests.conftest import ADMIN_URL, _database_url
 from tests.e2e.service_process import ServiceProcess, free_port
 from tests.integration.test_audit import run_verify
 from wallet.bench.router import Router
+from wallet.client import BusinessRuleError, RetryPolicy, WalletClient
 from wallet.config import Settings
 from wallet.persistence.migrations import migrate
 
@@ -40,6 +41,23 @@ INSTANCE_ENV = {
     "AUTH_ENABLED": "false",
 }
 RETRYABLE = {409, 502, 503, 504}  # key still in flight, router or instance unavailable: same key again
+CLIENT_RETRY = RetryPolicy(deadline=30.0, attempt_timeout=20.0, initial=0.05, cap=0.5)
+
+
+def counting_retries(sent_again: list[int]) -> aiohttp.TraceConfig:
+    """Counts the requests of a session answered 'try again' or lost (the client resends them)."""
+    trace = aiohttp.TraceConfig()
+
+    async def on_end(session: Any, context: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        if params.response.status in RETRYABLE:
+            sent_again.append(params.response.status)
+
+    async def on_exception(session: Any, context: Any, params: Any) -> None:
+        sent_again.append(0)
+
+    trace.on_request_end.append(on_end)
+    trace.on_request_exception.append(on_exception)
+    return trace
 
 
 @dataclass
@@ -50,7 +68,12 @@ class Cluster:
     router: Router
     session: aiohttp.ClientSession
     db: asyncpg.Connection
-    retries: int = 0  # requests sent again with the same key
+    wallets: WalletClient  # through the router, on ``session``
+    sent_again: list[int]  # requests whose answer was "try again" (the client sends them again)
+
+    @property
+    def retries(self) -> int:
+        return len(self.sent_again)
 
     async def call(
         self, method: str, path: str, body: Any = None, key: str | None = None, base: str | None = None
@@ -62,19 +85,15 @@ class Cluster:
             data = await resp.json(content_type=None) if resp.content_length != 0 else None
             return resp.status, data, resp.headers.get("X-Wallet-Instance")
 
-    async def until_done(self, method: str, path: str, body: Any, key: str, within_s: float = 30) -> int:
-        """Send again with the same key until an answer that is not 'try again' (a client's retry)."""
-        deadline = time.monotonic() + within_s
-        while True:
-            try:
-                status, _, _ = await self.call(method, path, body, key)
-                if status not in RETRYABLE:
-                    return status
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, f"{method} {path} key {key} never answered"
-            self.retries += 1
-            await asyncio.sleep(0.05)
+    async def until_done(self, call: Awaitable[object]) -> int:
+        """A write through ``wallets`` (wallet.client: the same key again on 409/502/503/504 and
+        connection errors, within its deadline): 200, or a business rule's 422."""
+        try:
+            await call
+        except BusinessRuleError as exc:
+            assert exc.status is not None
+            return exc.status
+        return 200
 
     async def owner(self, wallet_id: str) -> str | None:
         _, _, instance = await self.call("GET", f"/v1/wallet/{wallet_id}")
@@ -131,10 +150,14 @@ async def cluster(database_url: str, event_stream: dict[str, Any], run_id: str) 
         instances = {"api1": a, "api2": b}
         router = Router(free_port(), free_port(), [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]).start()
         await router.wait_all_up()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        sent_again: list[int] = []
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=20), trace_configs=[counting_retries(sent_again)]
+        ) as session:
             db = await asyncpg.connect(dsn)
+            wallets = WalletClient(router.base_url, session=session, retry=CLIENT_RETRY)
             try:
-                yield Cluster(settings, dsn, instances, router, session, db)
+                yield Cluster(settings, dsn, instances, router, session, db, wallets, sent_again)
             finally:
                 await db.close()
     finally:
@@ -202,9 +225,7 @@ async def test_transfers_between_instances_conserve_money(cluster: Cluster) -> N
     wallets = owned["api1"] + owned["api2"]
     for wallet_id in wallets:
         assert (
-            await cluster.until_done(
-                "POST", f"/v1/wallet/{wallet_id}/deposit", {"amount": 1000}, f"f-{wallet_id}"
-            )
+            await cluster.until_done(cluster.wallets.deposit(wallet_id, 1000, request_id=f"f-{wallet_id}"))
             == 200
         )
     rng = random.Random(13)
@@ -215,9 +236,11 @@ async def test_transfers_between_instances_conserve_money(cluster: Cluster) -> N
         source_owner = rng.choice(["api1", "api2"])
         source = rng.choice(owned[source_owner])
         target = rng.choice(owned["api2" if source_owner == "api1" else "api1"])
-        body = {"toWalletId": target, "amount": rng.randint(1, 50)}
+        amount = rng.randint(1, 50)
         async with limit:
-            return await cluster.until_done("POST", f"/v1/wallet/{source}/transfer", body, f"x-{run}-{k}")
+            return await cluster.until_done(
+                cluster.wallets.transfer(source, target, amount, request_id=f"x-{run}-{k}")
+            )
 
     statuses = await asyncio.gather(*(transfer(k) for k in range(200)))
     assert set(statuses) <= {200, 422}, statuses
@@ -246,16 +269,14 @@ async def test_killed_instance_loses_nothing_and_comes_back_without_stale_reads(
             source = rng.choice(wallets)
             if k % 4 == 3:  # a transfer among the kill wallets, either direction
                 target = rng.choice([w for w in wallets if w != source])
-                body = {"toWalletId": target, "amount": "0.50"}
                 status = await cluster.until_done(
-                    "POST", f"/v1/wallet/{source}/transfer", body, f"k-{run}-{k}"
+                    cluster.wallets.transfer(source, target, "0.50", request_id=f"k-{run}-{k}")
                 )
                 assert status in (200, 422), status
                 transfers.append(f"k-{run}-{k}")
             else:
-                body = {"amount": "1.00"}
                 status = await cluster.until_done(
-                    "POST", f"/v1/wallet/{source}/deposit", body, f"k-{run}-{k}"
+                    cluster.wallets.deposit(source, "1.00", request_id=f"k-{run}-{k}")
                 )
                 assert status == 200, status
                 deposited.append(100)
@@ -362,11 +383,8 @@ async def test_a_draining_instance_is_taken_out_without_losing_requests(cluster:
         while not stop.is_set():
             k = next(counter)
             wallet_id = wallets[k % len(wallets)]
-            body = {"amount": "1.00"}
-            assert (
-                await cluster.until_done("POST", f"/v1/wallet/{wallet_id}/deposit", body, f"d-{run}-{k}")
-                == 200
-            )
+            call = cluster.wallets.deposit(wallet_id, "1.00", request_id=f"d-{run}-{k}")
+            assert await cluster.until_done(call) == 200
             acknowledged.append(100)
 
     clients = [asyncio.create_task(client()) for _ in range(8)]
