@@ -213,11 +213,11 @@ async def test_a_transfer_retried_through_a_sigkill_and_restart_happens_once(liv
             started = time.monotonic()
             with pytest.raises(DeadlineExceededError):  # nobody answers on that port now
                 await c.balance(source, deadline=0.5)
-            assert 0.4 <= time.monotonic() - started < 1.0
+            assert 0.4 <= time.monotonic() - started < 1.3
 
             started = time.monotonic()
             elsewhere = await other.transfer(source, dest, 30, request_id=key, deadline=5)
-            assert time.monotonic() - started < 2.0
+            assert time.monotonic() - started < 3.0
             saga_id = elsewhere.saga_id
             assert saga_id is not None and elsewhere.state == "COMPLETED"
             assert not call.done()

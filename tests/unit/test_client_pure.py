@@ -81,7 +81,7 @@ def test_retry_after_in_seconds_or_as_an_http_date():
         (504, None, True),
         (429, "RateLimitExceededError", True),
         (409, "IdempotencyKeyInFlightError", True),
-        (409, "SagaStepObsoleteError", False),
+        (409, "SagaStepObsoleteError", True),
         (400, "ValidationError", False),
         (401, "UnauthorizedError", False),
         (403, "ForbiddenError", False),

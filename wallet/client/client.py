@@ -69,7 +69,7 @@ class WalletClient:
 
     Every method takes ``deadline=`` (seconds, overriding the policy's for that call); writes take
     ``request_id=`` (the idempotency key; one is made per call otherwise). Transient failures (503,
-    502/504, 409 key in flight, 429, connection errors, timeouts) are retried with the same key
+    502/504, 409, 429, connection errors, timeouts) are retried with the same key
     until the deadline; other errors raise at once. Errors are ``WalletError`` subclasses named as
     the API's ``error`` field (``InsufficientFundsError``, ``WalletNotFoundError``, ...).
 

@@ -105,7 +105,7 @@ class IdempotencyKeyInFlightError(ConflictError):
 
 
 class SagaStepObsoleteError(ConflictError):
-    """409: a transfer step that no longer applies."""
+    """409: a transfer step met another instance driving the same saga (retried by the client)."""
 
 
 class BusinessRuleError(ClientRequestError):

@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 # Answers worth another attempt with the same X-Request-ID: the server (or a proxy) could not
-# take the request now. 409 only for a key still in flight: other conflicts will not go away.
-RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
-RETRYABLE_CONFLICTS = frozenset({"IdempotencyKeyInFlightError"})
+# take the request now. A 409 is a request with the key still in flight (API.md), or a transfer
+# step that met another instance driving the same saga (SagaStepObsoleteError): both settle.
+RETRYABLE_STATUSES = frozenset({409, 429, 502, 503, 504})
 
 
-def is_retryable(status: int, error: str | None) -> bool:
-    return status in RETRYABLE_STATUSES or (status == 409 and error in RETRYABLE_CONFLICTS)
+def is_retryable(status: int, error: str | None = None) -> bool:
+    return status in RETRYABLE_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
