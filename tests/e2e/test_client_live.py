@@ -1,6 +1,6 @@
 """wallet.client against the real service (a subprocess on real PostgreSQL, Redis, RabbitMQ): every
-method, key replays, no retry of a client error, and a transfer that retries through a SIGKILL and
-two restarts of the service yet happens once."""
+method, key replays, no retry of a client error, calls that end at their deadline, and a transfer
+that retries through a SIGKILL and a restart of the service yet happens once."""
 
 from __future__ import annotations
 
