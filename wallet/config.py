@@ -51,8 +51,8 @@ class Settings:
     # asyncpg's prepared statements per connection; 0 behind PgBouncer in transaction mode.
     db_statement_cache_size: int = 100
     # How many flush transactions may run at once; each gathers many wallets' batches. One
-    # measured fastest (fewer, larger transactions): spread 1,611 vs 1,416 req/s with two,
-    # transfers 875 vs 790/s. Two let one slow transaction not hold up every other wallet.
+    # measured fastest: fewer, larger transactions share each one's fixed cost (DESIGN.md §8).
+    # Two let one slow transaction not hold up every other wallet.
     writer_concurrency: int = 1
     # Most wallet batches gathered into one flush transaction.
     writer_max_wallets: int = 256

@@ -1,5 +1,5 @@
-"""Cheap unique ids. ``uuid.uuid4()`` reads the OS entropy source on every call, which showed up as
-11% of the hot path's CPU in a py-spy profile; these draw from a PRNG seeded once from it."""
+"""Cheap unique ids. ``uuid.uuid4()`` reads the OS entropy source on every call, which showed in
+the hot path's profile (DESIGN.md §8); these draw from a PRNG seeded once from it."""
 
 from __future__ import annotations
 

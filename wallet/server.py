@@ -23,12 +23,12 @@ log = logging.getLogger(__name__)
 
 
 def tune_garbage_collector() -> None:
-    """Keep the cyclic GC off the hot path (measured with gc callbacks on a hot-wallet load).
+    """Keep the cyclic GC off the hot path (DESIGN.md §8 has the figures).
 
-    Start-up leaves ~100,000 long-lived objects (libraries, app, pools); every full collection
-    scanned them all, ~70 ms each, several times a second under load: 12% of the CPU and the p99.
-    ``gc.freeze()`` moves them out of the collector's sight, and a larger young generation makes
-    the per-request garbage (mostly acyclic, freed by reference counting) cost fewer passes.
+    Start-up leaves many long-lived objects (libraries, app, pools) that every full collection
+    would scan again. ``gc.freeze()`` moves them out of the collector's sight, and a larger young
+    generation makes the per-request garbage (mostly acyclic, freed by reference counting) cost
+    fewer passes.
     """
     gc.collect()
     gc.freeze()

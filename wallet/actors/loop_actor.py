@@ -8,10 +8,9 @@ another thread). A turn handles the queued messages one at a time, in order, thr
 never runs two messages at once, and yields the loop after ``MESSAGES_PER_TURN`` to stay fair.
 
 Why: one OS thread per wallet costs a thread hand-off (and a GIL hand-off) for every message and
-a thread for every live wallet. Measured on this 2-core machine, 10,000 wallets spread load:
-about 600 req/s with ThreadingActor (6,000 threads), several times more on the loop (see
-DESIGN.md). The rule that comes with it: a LoopActor must never block. Its I/O runs as tasks on
-the loop whose results come back as messages.
+a thread for every live wallet (DESIGN.md §2, and §8 for the figures). The rule that comes with
+it: a LoopActor must never block. Its I/O runs as tasks on the loop whose results come back as
+messages.
 
 ``ask()`` works (it returns a pykka ThreadingFuture) but must never be waited on from the loop.
 

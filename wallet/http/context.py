@@ -26,7 +26,7 @@ class RequestContext:
 
 
 # aiohttp runs each request in its own task, so a context variable holds one request's context.
-# (``request.get(...)`` goes through ``Mapping.get`` and a KeyError: 7% of a deposit's CPU.)
+# (``request.get(...)`` goes through ``Mapping.get`` and a KeyError, visible in profiles: DESIGN.md §8.)
 _current: ContextVar[tuple[web.Request, RequestContext] | None] = ContextVar("wallet_request", default=None)
 
 

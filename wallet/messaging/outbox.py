@@ -32,7 +32,7 @@ Published rows are purged after ``outbox_retention_seconds``.
 ``lag_seconds`` (age of the oldest unpublished row) and ``latencies`` (insert-to-confirm times of
 recent publishes) are for /health and /metrics.
 
-Publishing costs about 100 µs of Python per event on the loop. With ``OUTBOX_RELAY_ENABLED=false``
+Publishing costs Python time per event on the loop (DESIGN.md §8). With ``OUTBOX_RELAY_ENABLED=false``
 an API instance only measures the lag and probes the broker, and ``wallet relay`` (``wallet.server``)
 publishes from its own process; any mix of relays is safe (one leader at a time).
 

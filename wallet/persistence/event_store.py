@@ -89,7 +89,7 @@ class EventStore:
         """Write the batches in one transaction; return the positions (0-based) that conflicted.
 
         Flushes keep their connections (no pool acquire and release per flush; the release's
-        reset round trip, 5% of the spread load's CPU, is gone anyway with ``PooledConnection``).
+        reset round trip is gone anyway with ``PooledConnection``; DESIGN.md §8).
         A connection that fails goes back to the pool. A lost connection raises
         ``FlushOutcomeUnknown`` with the server process that may still commit.
         """

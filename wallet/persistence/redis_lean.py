@@ -2,9 +2,8 @@
 ``MGET`` (lookups) and ``EVALSHA`` (the guarded write-through), pipelined, its replies parsed by
 hiredis (the parser redis-py itself uses when installed).
 
-Why not redis-py's client for these: a ``MGET`` through ``Redis.mget`` costs about 100 µs of CPU
-(connection pool, retry and observability layers), through this about 25 µs; a script call through
-``AsyncScript`` was 5% of the service's CPU in a py-spy profile of transfers. Everything else
+Why not redis-py's client for these: its connection pool, retry and observability layers cost
+several times the CPU of this path per call (DESIGN.md §8). Everything else
 (rate limits, health checks, deletions after an outage) uses redis-py.
 
 Plain ``redis://`` URLs only (host, port, database, optional user and password); for others

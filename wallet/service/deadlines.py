@@ -1,10 +1,10 @@
 """Answering requests that wait too long, without a timer per request.
 
 Every command waits under the same timeout, so deadlines arrive in order: a deque swept by one task
-replaces an ``asyncio.timeout`` per request (a timer handle each: 4% of the CPU of a deposit in a
-py-spy profile). The deque holds only a weak reference to each future: holding the futures (and,
-through them, replies and request objects) for the whole timeout kept ~180,000 objects alive at
-3,000 req/s, and the garbage collector's full passes over them cost 12% of the CPU.
+replaces an ``asyncio.timeout`` per request (a timer handle each). The deque holds only a weak
+reference to each future: holding the futures (and, through them, replies and request objects)
+for the whole timeout kept many objects alive for the garbage collector to scan again and again.
+Figures: DESIGN.md §8.
 """
 
 from __future__ import annotations
