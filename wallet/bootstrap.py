@@ -32,12 +32,14 @@ from wallet.config import Settings
 from wallet.fraud.auto_freeze import AutoFreezer
 from wallet.fraud.worker import FraudWorker
 from wallet.http.app import create_app
+from wallet.messaging.broker_link import BrokerLink
 from wallet.messaging.inprocess import InProcessBus
 from wallet.messaging.outbox import OutboxRelay
 from wallet.persistence.db import create_pool
 from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.migrations import migrate
+from wallet.persistence.outbox_store import OutboxStore
 from wallet.persistence.read_side import open_read_side
 from wallet.persistence.records import WalletBatch
 from wallet.persistence.saga_store import SagaStore
@@ -138,10 +140,18 @@ async def start_service(
         deadlines=Deadlines(s.command_timeout_seconds),
         coordinator=coordinator,
         transfers=transfers,
-        outbox=OutboxRelay(pool, s, name=name, publisher=bus),
+        outbox=_outbox_relay(pool, s, name=name, bus=bus),
     )
     await service.start()
     return service
+
+
+def _outbox_relay(
+    pool: asyncpg.Pool, settings: Settings, *, name: str, bus: InProcessBus | None
+) -> OutboxRelay:
+    """The relay over the outbox table, publishing to RabbitMQ or, given one, the in-process bus."""
+    publisher = bus if bus is not None else BrokerLink(settings, name=name)
+    return OutboxRelay(OutboxStore(pool), settings, name=name, publisher=publisher)
 
 
 @dataclass(slots=True)
@@ -202,7 +212,7 @@ async def start_relay(
         await migrate_database(settings)
     settings = replace(settings, outbox_relay_enabled=True)
     pool = await create_pool(settings.database_url, min_size=1, max_size=2, application_name=name)
-    relay = OutboxRelay(pool, settings, name=name)
+    relay = _outbox_relay(pool, settings, name=name, bus=None)
     await relay.start()
     return Relay(relay, pool)
 

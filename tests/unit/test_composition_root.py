@@ -22,6 +22,8 @@ PARTS = {
     "IdempotencyStore",
     "SagaStore",
     "OutboxRelay",
+    "OutboxStore",
+    "BrokerLink",
     "FraudWorker",
     "AutoFreezer",
     "create_app",

@@ -5,12 +5,13 @@ Two halves, because asyncpg and aio-pika objects belong to the event loop that m
 - ``OutboxRelay`` lives on the service's event loop. It owns the LISTEN connection (asyncpg
   ``add_listener`` on ``wallet_outbox``, notified by ``wallet_apply_batches`` at commit), the
   polling fallback, the broker connection and the relay round itself (a coroutine).
-- ``OutboxActor`` (a pykka ``ThreadingActor``) drives the rounds one at a time: each ``Wake`` runs
-  rounds on the loop with ``asyncio.run_coroutine_threadsafe(...).result(timeout)`` until a round
-  finds less than a full batch. Wakes coalesce: at most one is queued at any time, however many
-  commits are notified meanwhile, and a wake that arrives during a round queues exactly one more
-  round, so no commit is missed. The loop never waits on the actor (no deadlock); the actor is
-  stopped from an executor thread so the loop can finish the round it may be in.
+- ``OutboxActor`` (``wallet/messaging/outbox_actor.py``, a pykka ``ThreadingActor``) drives the
+  rounds one at a time. Wakes coalesce: at most one is queued at any time, however many commits
+  are notified meanwhile, and a wake that arrives during a round queues exactly one more round, so
+  no commit is missed.
+
+The table's queries are ``wallet/persistence/outbox_store.py``; the RabbitMQ connection and probe
+are ``wallet/messaging/broker_link.py``, one ``EventPublisher`` like the in-process bus.
 
 A round: BEGIN; take the transaction-level advisory lock of the relay leader, or give up (another
 relay is publishing: this one stays on standby, polling, until the lock is free); SELECT the oldest
@@ -36,7 +37,7 @@ Publishing costs Python time per event on the loop (DESIGN.md §8). With ``OUTBO
 an API instance only measures the lag and probes the broker, and ``wallet relay`` (``wallet.server``)
 publishes from its own process; any mix of relays is safe (one leader at a time).
 
-In embedded mode (no ``RABBITMQ_URL``) the relay is given a ``publisher``, the in-process bus
+In embedded mode (no ``RABBITMQ_URL``) the relay's publisher is the in-process bus
 (``wallet/messaging/inprocess.py``): the same rounds hand the rows to it instead of the broker.
 """
 
@@ -52,57 +53,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import asyncpg
 import pykka
-from aio_pika.abc import AbstractChannel, AbstractConnection
-from aiormq import Channel as RawChannel
-from aiormq import spec
 
 from wallet.config import Settings
-from wallet.messaging.connection import connect, jittered, next_backoff
+from wallet.messaging.broker_link import BrokerLink
+from wallet.messaging.connection import jittered, next_backoff
 from wallet.messaging.inprocess import EventPublisher
-from wallet.messaging.topology import declare_exchange
+from wallet.messaging.outbox_actor import WAKE, OutboxActor
+from wallet.persistence.outbox_store import NOTIFY_CHANNEL, OutboxStore
 
 log = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "wallet_outbox"
-LEADER_LOCK_KEY = 0x77A11E8  # arbitrary, fixed: "wallet outbox relay leader"
-PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
-PURGE_BATCH = 5000
 LATENCY_SAMPLES = 10_000
-
-_FETCH = """
-SELECT id, event_id, wallet_id, routing_key, payload::text AS body, payload->>'eventType' AS event_type,
-       extract(epoch FROM clock_timestamp() - created_at)::float8 AS age
-  FROM outbox
- WHERE published_at IS NULL
- ORDER BY id
- LIMIT $1
-   FOR UPDATE SKIP LOCKED
-"""
-_MARK = "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])"
-_OLDEST = """
-SELECT extract(epoch FROM clock_timestamp() - created_at)::float8
-  FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT 1
-"""
-_PURGE = """
-WITH gone AS (
-    DELETE FROM outbox WHERE id IN (
-        SELECT id FROM outbox
-         WHERE published_at < clock_timestamp() - make_interval(secs => $1)
-         ORDER BY id LIMIT $2)
-    RETURNING 1)
-SELECT count(*) FROM gone
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class Wake:
-    """Told to the OutboxActor: there may be rows to publish."""
-
-
-WAKE = Wake()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,67 +88,29 @@ class RelayStats:
     last_error: str | None = None
 
 
-class OutboxActor(pykka.ThreadingActor):
-    """Runs relay rounds one at a time, off the loop; see the module docstring."""
-
-    use_daemon_thread = True  # a safety net only: WalletService.stop() stops it
-    MAX_ROUNDS_PER_WAKE = 20  # then yield the mailbox (a Stop may be waiting) and go on
-
-    def __init__(self, relay: OutboxRelay, loop: asyncio.AbstractEventLoop, round_timeout: float) -> None:
-        super().__init__()
-        self._relay = relay
-        self._loop = loop
-        self._round_timeout = round_timeout
-
-    def on_receive(self, message: Any) -> None:
-        if not isinstance(message, Wake):
-            log.warning("outbox actor: unknown message %r", message)
-            return
-        self._relay._wake_taken()
-        for _ in range(self.MAX_ROUNDS_PER_WAKE):
-            future = asyncio.run_coroutine_threadsafe(self._relay.run_round(), self._loop)
-            try:
-                result = future.result(self._round_timeout)
-            except TimeoutError:
-                future.cancel()
-                log.warning("outbox round took more than %.1f s; cancelled", self._round_timeout)
-                return
-            except Exception:
-                log.exception("outbox round failed")
-                return
-            if not result.more:
-                return
-        self._relay.wake()
-
-
 class OutboxRelay:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        store: OutboxStore,
         settings: Settings,
         *,
         name: str = "wallet",
-        publisher: EventPublisher | None = None,
+        publisher: EventPublisher,
     ) -> None:
-        self._pool = pool
+        self._store = store
         self._settings = settings
         self._name = name
-        # Embedded mode (no RABBITMQ_URL): publish to the in-process bus instead of the broker.
+        # RabbitMQ (a BrokerLink: connected per round, probed by /health) or, in embedded mode,
+        # the in-process bus.
         self._publisher = publisher
+        self._broker = publisher if isinstance(publisher, BrokerLink) else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._actor: pykka.ActorRef[OutboxActor] | None = None
         self._wake_lock = threading.Lock()
         self._wake_pending = False
         self._listener: asyncpg.Connection | None = None
         self._poller: asyncio.Task[None] | None = None
-        # The broker connection of the rounds, and a separate one for health probes.
-        self._connection: AbstractConnection | None = None
-        self._channel: RawChannel | None = None  # aiormq channel under the aio-pika one ...
-        self._pika_channel: AbstractChannel | None = None  # ... kept referenced: it closes on GC
-        self._probe: AbstractConnection | None = None
-        self._probe_channel: AbstractChannel | None = None
-        self._probe_lock = asyncio.Lock()
-        # Back-off while the broker is away; quiet (ignore notifications) during back-off/standby.
+        # Back-off while the publisher fails; quiet (ignore notifications) during back-off/standby.
         self._backoff = 0.0
         self._retry_at = 0.0
         self._quiet_until = 0.0
@@ -208,9 +133,14 @@ class OutboxRelay:
     async def start(self) -> None:
         """Start relaying. Never waits for RabbitMQ (nor for the LISTEN connection)."""
         self._loop = asyncio.get_running_loop()
-        round_timeout = self._settings.outbox_publish_timeout_seconds * 2 + 30.0
         if self.enabled:
-            self._actor = OutboxActor.start(self, self._loop, round_timeout)
+            self._actor = OutboxActor.start(
+                self._loop,
+                self.run_round,
+                wake_taken=self._wake_taken,
+                wake=self.wake,
+                round_timeout=self._settings.outbox_publish_timeout_seconds * 2 + 30.0,
+            )
         self._poller = self._loop.create_task(self._poll(), name=f"{self._name}-outbox-poller")
 
     async def stop(self) -> None:
@@ -228,8 +158,8 @@ class OutboxRelay:
                     await asyncio.get_running_loop().run_in_executor(
                         None, lambda: stopped.get(timeout=timeout)
                     )
-        await self._close_broker()
-        await self._close_probe()
+        if self._broker is not None:
+            await self._broker.close()
 
     # -- what /health and /metrics read -------------------------------------------------------
 
@@ -250,27 +180,13 @@ class OutboxRelay:
 
     @property
     def broker_connected(self) -> bool:
-        """Whether the last attempt to reach the broker succeeded."""
+        """Whether the last attempt to publish succeeded."""
         return self._broker_up
 
     async def ping(self) -> None:
-        """Raise unless the broker answers a request now (a passive-safe exchange declare on a
-        separate probe connection, so a probe never disturbs the relay's channel)."""
-        if self._publisher is not None:
-            return  # the in-process bus is always there
-        async with self._probe_lock:
-            timeout = self._settings.outbox_publish_timeout_seconds
-            try:
-                if self._probe is None or self._probe.is_closed or self._probe_channel is None:
-                    await self._close_probe()
-                    self._probe = await connect(
-                        self._settings.rabbitmq_url, name=f"{self._name}-probe", connect_timeout=timeout
-                    )
-                    self._probe_channel = await self._probe.channel(publisher_confirms=False)
-                await declare_exchange(self._probe_channel, self._settings.rabbitmq_exchange)
-            except BaseException:
-                await self._close_probe()
-                raise
+        """Raise unless the broker answers a request now (the in-process bus always does)."""
+        if self._broker is not None:
+            await self._broker.ping()
 
     # -- waking --------------------------------------------------------------------------------
 
@@ -345,27 +261,29 @@ class OutboxRelay:
         if time.monotonic() < self._retry_at:
             await self._refresh_lag()
             return RoundResult(failed=True)
-        try:
-            channel = await self._ensure_broker()
-        except Exception as exc:
-            self._broker_failed(exc)
-            await self._refresh_lag()
-            return RoundResult(failed=True)
+        if self._broker is not None:
+            try:
+                if await self._broker.connect():
+                    self.stats.broker_connects += 1
+            except Exception as exc:
+                self._publish_failed(exc)
+                await self._refresh_lag()
+                return RoundResult(failed=True)
         batch_size = self._settings.outbox_batch_size
         failure: BaseException | None = None
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LEADER_LOCK_KEY):
+            async with self._store.leader_round() as leader:
+                if leader is None:
                     self.stats.standby_rounds += 1
                     self._quiet_until = time.monotonic() + self._settings.outbox_poll_seconds
                     return RoundResult(standby=True)
-                rows = await conn.fetch(_FETCH, batch_size)
+                rows = await leader.fetch(batch_size)
                 if not rows:
                     self._set_lag(None)
                     return RoundResult()
-                published, failure = await self._publish(channel, rows)
+                published, failure = await self._publish(rows)
                 if published:
-                    await conn.execute(_MARK, published)
+                    await leader.mark_published(published)
         except Exception as exc:
             self.stats.database_failures += 1
             self.stats.last_error = repr(exc)[:300]
@@ -374,10 +292,10 @@ class OutboxRelay:
             return RoundResult(failed=True)
         self.stats.published += len(published)
         if failure is not None:
-            self._broker_failed(failure)
+            self._publish_failed(failure)
             await self._refresh_lag(force=True)
             return RoundResult(published=len(published), failed=True)
-        self._broker_ok()
+        self._publish_ok()
         more = len(rows) == batch_size
         if more:
             await self._refresh_lag(force=True)
@@ -385,49 +303,23 @@ class OutboxRelay:
             self._set_lag(None)
         return RoundResult(published=len(published), more=more)
 
-    async def _publish(
-        self, channel: RawChannel | None, rows: Sequence[asyncpg.Record]
-    ) -> tuple[list[int], BaseException | None]:
+    async def _publish(self, rows: Sequence[asyncpg.Record]) -> tuple[list[int], BaseException | None]:
         """Publish the rows in order; return the ids to mark and the first failure, if any."""
-        timeout = self._settings.outbox_publish_timeout_seconds
         fetched_at = time.monotonic()
-        # Straight on the aiormq channel under aio-pika's (which declared the topology): about
-        # half the CPU per message of ``Exchange.publish``; ``wait=False`` skips waiting for each
-        # frame to be written, the broker's confirm is still awaited for every message.
-        name = self._settings.rabbitmq_exchange
+        publisher = self._publisher
 
         async def one(row: asyncpg.Record) -> float:
-            if channel is None:  # the in-process bus
-                assert self._publisher is not None
-                await self._publisher.publish(
-                    row["routing_key"],
-                    row["body"].encode(),
-                    message_id=str(row["event_id"]),
-                    message_type=row["event_type"],
-                    app_id=self._name,
-                )
-                return time.monotonic()
-            properties = spec.Basic.Properties(
+            await publisher.publish(
+                row["routing_key"],
+                row["body"].encode(),
                 message_id=str(row["event_id"]),
-                content_type="application/json",
-                delivery_mode=PERSISTENT,
                 message_type=row["event_type"],
                 app_id=self._name,
             )
-            confirm = await channel.basic_publish(
-                row["body"].encode(),
-                exchange=name,
-                routing_key=row["routing_key"],
-                properties=properties,
-                timeout=timeout,
-                wait=False,
-            )
-            if not isinstance(confirm, spec.Basic.Ack):  # a Nack raises DeliveryError already
-                raise RuntimeError(f"not confirmed by the broker: {confirm!r}")
             return time.monotonic()
 
-        # Tasks start in row order and each takes the channel's FIFO lock before its first
-        # suspension, so the frames go out in row order; the confirms are awaited together.
+        # Tasks start in row order and each publish goes out before its first suspension, so the
+        # messages leave in row order; the confirms are awaited together.
         results = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
         published: list[int] = []
         failed_wallets: set[str] = set()
@@ -442,34 +334,9 @@ class OutboxRelay:
                 self.latencies.append(row["age"] + (result - fetched_at))
         return published, failure
 
-    # -- broker connection and back-off -----------------------------------------------------
+    # -- back-off ------------------------------------------------------------------------------
 
-    async def _ensure_broker(self) -> RawChannel | None:
-        if self._publisher is not None:
-            return None  # no broker: ``_publish`` hands the rows to the in-process bus
-        if self._channel is not None and self._connection is not None and not self._connection.is_closed:
-            return self._channel
-        await self._close_broker()
-        timeout = self._settings.outbox_publish_timeout_seconds
-        connection = await connect(
-            self._settings.rabbitmq_url, name=f"{self._name}-outbox", connect_timeout=timeout
-        )
-        try:
-            async with asyncio.timeout(timeout):
-                channel = await connection.channel(publisher_confirms=True)
-                await declare_exchange(channel, self._settings.rabbitmq_exchange)
-                raw = await channel.get_underlay_channel()
-                assert isinstance(raw, RawChannel)  # for ``basic_publish(wait=...)``
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), 2.0)
-            raise
-        self._connection, self._channel, self._pika_channel = connection, raw, channel
-        self.stats.broker_connects += 1
-        log.info("outbox relay %s connected to RabbitMQ", self._name)
-        return raw
-
-    def _broker_failed(self, error: BaseException) -> None:
+    def _publish_failed(self, error: BaseException) -> None:
         s = self._settings
         self._backoff = next_backoff(
             self._backoff, s.outbox_backoff_initial_seconds, s.outbox_backoff_max_seconds
@@ -479,26 +346,15 @@ class OutboxRelay:
             log.warning("outbox relay %s: RabbitMQ unavailable (%r); backing off", self._name, error)
         self._broker_up = False
         self.stats.last_error = repr(error)[:300]
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
-            asyncio.get_running_loop().create_task(_close_quietly(connection))
+        if self._broker is not None:
+            self._broker.drop()
 
-    def _broker_ok(self) -> None:
+    def _publish_ok(self) -> None:
         if not self._broker_up and self._backoff > 0:
             log.info("outbox relay %s: RabbitMQ is back", self._name)
         self._broker_up = True
         self._backoff = 0.0
         self._retry_at = 0.0
-
-    async def _close_broker(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
-            await _close_quietly(connection)
-
-    async def _close_probe(self) -> None:
-        probe, self._probe, self._probe_channel = self._probe, None, None
-        if probe is not None:
-            await _close_quietly(probe)
 
     # -- lag and purge -------------------------------------------------------------------------
 
@@ -510,8 +366,7 @@ class OutboxRelay:
         if not force and time.monotonic() - self._measured_at < min(0.5, self._settings.outbox_poll_seconds):
             return
         try:
-            async with self._pool.acquire() as conn:
-                age = await conn.fetchval(_OLDEST)
+            age = await self._store.oldest_age()
         except Exception as exc:
             log.debug("outbox lag: %r", exc)
             return
@@ -527,19 +382,6 @@ class OutboxRelay:
 
     async def purge(self) -> int:
         """Delete published rows older than the retention period; return how many."""
-        total = 0
-        async with self._pool.acquire() as conn:
-            while True:
-                count = int(
-                    await conn.fetchval(_PURGE, float(self._settings.outbox_retention_seconds), PURGE_BATCH)
-                )
-                total += count
-                if count < PURGE_BATCH:
-                    break
+        total = await self._store.purge(self._settings.outbox_retention_seconds)
         self.stats.purged += total
         return total
-
-
-async def _close_quietly(connection: AbstractConnection) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(connection.close(), 2.0)
