@@ -216,3 +216,17 @@ async def test_a_key_that_may_not_read_transfers_waits_on_the_post_instead(serve
     assert (done.state, done.replayed) == ("COMPLETED", True)
     assert [m for m, _, _ in script.requests] == ["POST", "GET", "POST"]
     assert script.keys()[0] == script.keys()[2] == "t2"
+
+
+async def test_a_deadline_that_runs_out_during_the_back_off_keeps_the_last_error(monkeypatch):
+    """A loaded machine can oversleep the back-off past the deadline: the error still says why."""
+    real_sleep = asyncio.sleep
+
+    async def oversleep(delay: float, *args: Any) -> Any:
+        return await real_sleep(delay + 0.3 if delay > 0 else delay, *args)
+
+    async with WalletClient(f"http://127.0.0.1:{free_port()}", retry=FAST) as client:
+        monkeypatch.setattr("wallet.client.client.asyncio.sleep", oversleep)
+        with pytest.raises(DeadlineExceededError) as caught:
+            await client.wallet("w1", deadline=0.2)
+    assert isinstance(caught.value.last_error, ConnectionFailedError)

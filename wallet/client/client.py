@@ -290,16 +290,17 @@ class WalletClient:
         clock = self._deadline(deadline)
         payload = None if body is None else json.dumps(body)
         retries = 0
+        error: WalletError | None = None  # the last retryable failure
         while True:
             timeout = min(self.retry.attempt_timeout, clock.remaining())
-            if timeout <= 0:
-                raise _deadline_error(clock, request_id, retries, None)
+            if timeout <= 0:  # the clock ran out during the back-off's sleep
+                raise _deadline_error(clock, request_id, retries, error)
             not_before = 0.0
             try:
                 answer = await self._attempt(method, path, request_id, payload, params, timeout)
             except _TRANSIENT_EXCEPTIONS as exc:
                 detail = str(exc) or "timed out"
-                error: WalletError = ConnectionFailedError(
+                error = ConnectionFailedError(
                     f"{method} {path}: {type(exc).__name__}: {detail}", request_id=request_id
                 )
             else:
