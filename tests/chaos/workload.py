@@ -38,6 +38,7 @@ class Op:
     status: int = 0
     body: Any = None
     phase: str = ""
+    retried: list[int] = field(default_factory=list)  # the answers retried (0: no answer at all)
 
     @property
     def waited(self) -> float:
@@ -116,8 +117,11 @@ class Client:
                     data = await response.read()
                     if response.status not in RETRYABLE:
                         return response.status, orjson.loads(data) if data else None
+                    if op is not None:
+                        op.retried.append(response.status)
             except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
-                pass
+                if op is not None:
+                    op.retried.append(0)
             if time.monotonic() > give_up:
                 raise AssertionError(f"no definite answer to {method} {path} in 90 s")
             await asyncio.sleep(0.1)

@@ -45,3 +45,30 @@ async def test_requests_after_backends_are_terminated_succeed(client, db):
     assert await balance_cents(db, wallets[0]) == 10000 - 3 * 500
     for wallet in wallets:
         await assert_projection_matches_events(db, wallet)
+
+
+async def test_backends_terminated_while_requests_are_in_flight(client, db):
+    wallets = [f"fo-{uuid.uuid4().hex[:10]}" for _ in range(6)]
+    for wallet in wallets:
+        assert (await client.post(f"/v1/wallet/{wallet}/deposit", json={"amount": 100})).status == 200
+    for round_ in range(5):
+        requests = asyncio.gather(
+            *(client.post(f"/v1/wallet/{w}/deposit", json={"amount": 1}) for w in wallets),
+            *(client.get(f"/v1/wallet/{w}/history") for w in wallets),
+            *(
+                client.post(
+                    f"/v1/wallet/{w}/transfer",
+                    json={"toWalletId": wallets[(i + 1) % len(wallets)], "amount": 1},
+                    headers={"X-Request-ID": str(uuid.uuid4())},
+                )
+                for i, w in enumerate(wallets)
+            ),
+        )
+        await asyncio.sleep(0.002 * round_)  # cut at different points of the requests' work
+        await terminate_service_backends(db)
+        bodies = [(r.status, await r.text()) for r in await requests]
+        assert all(status == 200 for status, _ in bodies), [b for b in bodies if b[0] != 200]
+    total = await db.fetchval("SELECT sum(balance) FROM wallets WHERE id = ANY($1::text[])", wallets)
+    assert total == len(wallets) * (10000 + 5 * 100)  # transfers moved money around, nothing more
+    for wallet in wallets:
+        await assert_projection_matches_events(db, wallet)

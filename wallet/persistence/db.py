@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
@@ -59,19 +60,44 @@ RETRY_DELAYS_SECONDS = (0.0, 0.05, 0.2, 0.5)
 
 
 def is_connection_failure(exc: BaseException | None) -> bool:
-    """Did this fail for want of a working connection (rather than for what was sent)?"""
-    return isinstance(exc, CONNECTION_FAILURES) and not isinstance(exc, asyncpg.exceptions.DataError)
+    """Did this fail for want of a working connection (rather than for what was sent, or for
+    taking too long)?"""
+    return isinstance(exc, CONNECTION_FAILURES) and not isinstance(
+        exc, (asyncpg.exceptions.DataError, TimeoutError)
+    )
+
+
+def discard(conn: asyncpg.Connection) -> None:
+    """Close a connection whose state is unknown instead of giving it back: after a terminated
+    server process asyncpg may hold a connection whose protocol is out of step ("cannot switch
+    to state ...") but not yet closed; the pool would hand it out again. Terminated, it is
+    replaced by a new one on the next acquire."""
+    with contextlib.suppress(Exception):  # already closed and taken back by asyncpg
+        conn.terminate()
+
+
+@contextlib.asynccontextmanager
+async def pooled(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """``pool.acquire()``, discarding the connection if what ran on it failed for want of a
+    working connection (rather than giving it back for the next caller to trip on)."""
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        except Exception as exc:
+            if is_connection_failure(exc):
+                discard(conn)
+            raise
 
 
 async def retrying(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     """``work`` on a pool connection, again on a fresh one while the connection fails (a failover,
     terminated backends): for reads and for writes that are safe to repeat. A broken connection is
-    closed by asyncpg and replaced by the pool; ~0.75 s of retries in all, then the error."""
+    discarded, and replaced by the pool; ~0.75 s of retries in all, then the error."""
     for delay in RETRY_DELAYS_SECONDS:
         if delay:
             await asyncio.sleep(delay)
         try:
-            async with pool.acquire() as conn:
+            async with pooled(pool) as conn:
                 return await work(conn)
         except Exception as exc:
             if not is_connection_failure(exc) or delay == RETRY_DELAYS_SECONDS[-1]:

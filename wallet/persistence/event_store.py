@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 
 from wallet.domain.wallet import WalletState, WalletStatus
-from wallet.persistence.db import retrying
+from wallet.persistence.db import discard, is_connection_failure, retrying
 from wallet.persistence.records import StoredWallet, WalletBatch
 
 
@@ -90,7 +90,7 @@ class EventStore:
 
         Flushes keep their connections (no pool acquire and release per flush; the release's
         reset round trip is gone anyway with ``PooledConnection``; DESIGN.md §8).
-        A connection that fails goes back to the pool. A lost connection raises
+        A connection that fails is discarded (its state is unknown). A lost connection raises
         ``FlushOutcomeUnknown`` with the server process that may still commit.
         """
         payload = encode_batches(batches)
@@ -99,14 +99,17 @@ class EventStore:
         try:
             conflicts = await conn.fetchval("SELECT wallet_apply_batches($1::jsonb)", payload)
         except asyncpg.PostgresConnectionError as exc:  # lost (class 08): the server may still COMMIT
-            await self._pool.release(conn)
+            discard(conn)
             raise FlushOutcomeUnknown(pid) from exc
-        except (asyncpg.PostgresError, asyncio.CancelledError):
+        except (asyncpg.PostgresError, asyncio.CancelledError) as exc:
             # The server reported an error: the statement's transaction rolled back.
-            await self._pool.release(conn)
+            if is_connection_failure(exc):  # "terminating connection": this one is done for
+                discard(conn)
+            else:
+                await self._pool.release(conn)
             raise
         except Exception as exc:  # the connection failed, a timeout: the server may still COMMIT
-            await self._pool.release(conn)
+            discard(conn)
             raise FlushOutcomeUnknown(pid) from exc
         self._held.append(conn)
         return {position - 1 for position in conflicts}
@@ -136,25 +139,28 @@ class EventStore:
             watch.add_done_callback(lambda _: self._orphans.pop(pid, None))
         await asyncio.shield(watch)
 
-    async def _watch_backend(self, pid: int, grace_s: float, poll_s: float = 0.02) -> None:
+    async def _watch_backend(self, pid: int, grace_s: float) -> None:
+        await retrying(self._pool, lambda conn: self._watch_on(conn, pid, grace_s))
+
+    @staticmethod
+    async def _watch_on(conn: asyncpg.Connection, pid: int, grace_s: float, poll_s: float = 0.02) -> None:
         loop = asyncio.get_running_loop()
-        async with self._pool.acquire() as conn:
-            started = await conn.fetchval("SELECT backend_start FROM pg_stat_activity WHERE pid = $1", pid)
-            if started is None:
-                return
-            terminate_at = loop.time() + grace_s
-            give_up_at = terminate_at + 5.0
-            terminated = False
-            while await conn.fetchval(
-                "SELECT true FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2", pid, started
-            ):
-                now = loop.time()
-                if not terminated and now >= terminate_at:
-                    await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
-                    terminated = True
-                elif now >= give_up_at:
-                    raise TimeoutError(f"server process {pid} did not end")
-                await asyncio.sleep(poll_s)
+        started = await conn.fetchval("SELECT backend_start FROM pg_stat_activity WHERE pid = $1", pid)
+        if started is None:
+            return
+        terminate_at = loop.time() + grace_s
+        give_up_at = terminate_at + 5.0
+        terminated = False
+        while await conn.fetchval(
+            "SELECT true FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2", pid, started
+        ):
+            now = loop.time()
+            if not terminated and now >= terminate_at:
+                await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+                terminated = True
+            elif now >= give_up_at:
+                raise TimeoutError(f"server process {pid} did not end")
+            await asyncio.sleep(poll_s)
 
     async def release_held(self) -> None:
         while self._held:

@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from wallet.persistence.db import pooled
+
 NOTIFY_CHANNEL = "wallet_outbox"
 LEADER_LOCK_KEY = 0x77A11E8  # arbitrary, fixed: "wallet outbox relay leader"
 PURGE_BATCH = 5000
@@ -64,7 +66,7 @@ class OutboxStore:
     @asynccontextmanager
     async def leader_round(self) -> AsyncIterator[LeaderRound | None]:
         """A transaction as the relay leader, or None while another relay holds the lock."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with pooled(self._pool) as conn, conn.transaction():  # a broken connection is discarded
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LEADER_LOCK_KEY):
                 yield None
                 return
