@@ -307,17 +307,13 @@ class ServiceBench:
 
 @dataclass
 class System:
-    """One deployment under test: a database of its own, its instances, the router if several."""
+    """One deployment under test: its instances, the router if several. Both deployments of a run
+    share the bench database (their workloads use wallets of their own)."""
 
     label: str  # appended to the workload names in the report
-    admin_url: str
-    db_name: str
+    db_url: str
     servers: list[Server] = field(default_factory=list)
     router: Router | None = None
-
-    @property
-    def db_url(self) -> str:
-        return with_database(self.admin_url, self.db_name)
 
     @property
     def target(self) -> Target:
@@ -327,7 +323,6 @@ class System:
         return Target(self.router.base_url, pids, (self.router.pid,))
 
     async def start(self, opts: Options, instances: int, first_port: int) -> None:
-        await create_database(self.admin_url, self.db_name)
         for k in range(instances):
             port = first_port + k
             env = {
@@ -341,7 +336,7 @@ class System:
                 "LOG_LEVEL": "warning",
                 **opts.service_env,
             }
-            progress(f"starting the service{self.label} on port {port}, database {self.db_name}")
+            progress(f"starting the service{self.label} on port {port}")
             self.servers.append(spawn(f"service{self.label}-{k + 1}", ["-m", "wallet", "serve"], port, env))
         for server in self.servers:  # started together: the first applies the migrations
             await wait_ready(server, ["/health/live", "/v1/wallet/x"])
@@ -352,19 +347,21 @@ class System:
             progress(f"router on port {port} in front of {', '.join(addresses)}")
             await self.router.wait_all_up()
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         if self.router is not None:
             self.router.stop()
         for server in self.servers:
             server.stop()
-        await drop_database(self.admin_url, self.db_name)
 
 
 async def run_service(opts: Options, names: list[str], ceiling: Ceiling | None) -> list[Row]:
     db_name = time.strftime("wallet_bench_%Y%m%d_%H%M%S")
-    systems = [System("", opts.database_url, db_name)]
+    db_url = with_database(opts.database_url, db_name)
+    systems = [System("", db_url)]
     if opts.instances > 1:
-        systems.append(System(f" x{opts.instances}", opts.database_url, f"{db_name}_x{opts.instances}"))
+        systems.append(System(f" x{opts.instances}", db_url))
+    progress(f"database {db_name}")
+    await create_database(opts.database_url, db_name)
     try:
         await systems[0].start(opts, 1, opts.port_base + 1)
         if len(systems) > 1:
@@ -386,7 +383,8 @@ async def run_service(opts: Options, names: list[str], ceiling: Ceiling | None) 
             return rows
     finally:
         for system in systems:
-            await system.stop()
+            system.stop()
+        await drop_database(opts.database_url, db_name)
 
 
 def set_ratios(rows: list[Row]) -> None:
