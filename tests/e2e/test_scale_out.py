@@ -316,6 +316,9 @@ async def test_killed_instance_loses_nothing_and_comes_back_without_stale_reads(
     assert sagas == len(transfers)
     verify = run_verify(cluster.dsn)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    # Read through the router, every balance is the database's: nothing the dead instance
+    # committed but never wrote to the cache is served stale (cache fences).
+    await assert_reads_match_database(cluster, wallets)
 
     # The killed instance comes back on its port and takes its wallets back.
     cluster.instances["api1"] = await start_instance(cluster.settings, victim.port)
@@ -354,8 +357,16 @@ async def test_killed_instance_loses_nothing_and_comes_back_without_stale_reads(
         assert status == 200 and Decimal(str(answer["balance"])) == Decimal("3.00"), (status, answer)
     # The survivor's actors noticed the newer state by the version check of their flush.
     assert await cluster.conflicts("api2") > stale_before
+    await assert_reads_match_database(cluster, wallets)
     verify = run_verify(cluster.dsn)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+async def assert_reads_match_database(cluster: Cluster, wallets: list[str]) -> None:
+    for wallet_id in wallets:
+        status, view, _ = await cluster.call("GET", f"/v1/wallet/{wallet_id}")
+        assert status == 200
+        assert Decimal(str(view["balance"])) * 100 == await cluster.cents([wallet_id]), (wallet_id, view)
 
 
 async def wait_sagas_terminal(cluster: Cluster, wallets: list[str], within_s: float = 20) -> None:
