@@ -10,7 +10,8 @@ import re
 from decimal import Decimal
 
 MINOR_UNITS_PER_MAJOR = 100
-MAX_AMOUNT_CENTS = 1_000_000_000_000 * MINOR_UNITS_PER_MAJOR
+MAX_AMOUNT_MAJOR = 1_000_000_000_000
+MAX_AMOUNT_CENTS = MAX_AMOUNT_MAJOR * MINOR_UNITS_PER_MAJOR
 # Balances stay below 10**15 cents (15 significant digits), so every balance renders exactly.
 MAX_BALANCE_CENTS = 10**15 - 1
 _CENT = Decimal(1) / MINOR_UNITS_PER_MAJOR
@@ -28,32 +29,26 @@ class AmountError(ValueError):
 def parse_amount(value: object, *, allow_zero: bool = False) -> int:
     """Return the amount in cents, or raise AmountError with a message a client can act on.
 
-    The size and the decimal places are read from the digits and the exponent before any
-    arithmetic: ``1e300000`` costs no more than ``1`` (expanding it took seconds of the event
-    loop), and no decimal context (precision, overflow) ever decides an answer. A string is an
-    ASCII decimal (no other scripts' digits, no ``_``, no sign but ``-``, no spaces), so that a
-    gateway in front reads the same number."""
-    number = _as_decimal(value)
+    The size is read from the exponent (``adjusted()``) before any arithmetic: ``1e300000``
+    costs no more than ``1`` (expanding it took seconds of the event loop), and what follows
+    works on at most 13 integer digits, exactly. A string is an ASCII decimal (no other scripts'
+    digits, no ``_``, no sign but ``-``, no spaces), so that a gateway in front reads the same."""
+    if type(value) is int and 0 < value <= MAX_AMOUNT_MAJOR:  # the common case, at once
+        return value * MINOR_UNITS_PER_MAJOR
+    number = value if type(value) is Decimal else _as_decimal(value)
     if not number.is_finite():
         raise AmountError("amount must be a finite number")
-    negative, digits, exponent = number.as_tuple()
-    assert isinstance(exponent, int)  # finite
-    if not any(digits):
-        if not allow_zero:
+    if number and number.adjusted() >= _MAX_INTEGER_DIGITS:  # |number| >= 10**13, any digits
+        if number.is_signed():
             raise AmountError("amount must be greater than 0")
-        return 0
-    # Trailing zeros of the digits move into the exponent: 1.500 has two places.
-    significant = len(digits)
-    while digits[significant - 1] == 0:
-        significant -= 1
-    if exponent + len(digits) - significant < -2:
-        raise AmountError("amount must have at most 2 decimal places")
-    if negative:
-        raise AmountError("amount must be greater than 0")
-    if exponent + len(digits) > _MAX_INTEGER_DIGITS:
         raise AmountError("amount must be at most 1000000000000")
-    # Now at most 13 integer digits and 2 places: exact under any context.
-    result = int(number.scaleb(2))
+    # Exact comparisons: no context precision can round a third decimal place away.
+    cents_value = number.quantize(_CENT)
+    if cents_value != number:
+        raise AmountError("amount must have at most 2 decimal places")
+    result = int(cents_value.scaleb(2))
+    if result < 0 or (result == 0 and not allow_zero):
+        raise AmountError("amount must be greater than 0")
     if result > MAX_AMOUNT_CENTS:
         raise AmountError("amount must be at most 1000000000000")
     return result
