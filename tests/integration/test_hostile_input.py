@@ -15,8 +15,9 @@ from tests.integration.edges import serving
 
 ERROR_KEYS = {"statusCode", "error", "message", "timestamp", "path", "requestId"}
 JSON = {"Content-Type": "application/json"}
-# Generous bounds for a loaded 2-core machine; the figures measured are in the report/DESIGN.md.
-FAST_SECONDS = 0.2
+# Generous for a loaded 2-core machine (measured 0.5-37 ms; before the fix 2.7-3.2 s each): the
+# figures are in DESIGN.md §8.
+FAST_SECONDS = 0.5
 
 
 async def raw_request(port: int, request: bytes, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:

@@ -17,7 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-REFUSED_WITHIN_SECONDS = 0.2  # refused before any I/O; the target is 50 ms (printed figures)
+# Refused before any I/O: the target is 50 ms, asserted of the median (a few ms here); any one
+# answer gets room for a loaded 2-core machine (one took 0.28 s while other suites ran).
+REFUSED_WITHIN_SECONDS = 0.5
+REFUSED_MEDIAN_SECONDS = 0.05
 ANSWERED_WITHIN_SECONDS = 2.0  # anything else: a real read or flush on a shared machine
 # Statuses given before the request reaches the database or a wallet.
 REFUSED_UNREAD = frozenset({400, 405, 408, 413, 415, 431})
@@ -152,9 +155,12 @@ async def _send(port: int, request: bytes) -> tuple[int, bytes, float]:
 def timings() -> Any:
     measured: dict[str, list[float]] = {"refused": [], "answered": []}
     yield measured
+    if sum(map(len, measured.values())) < 200:
+        return  # the test stopped early (it failed): nothing more to say
     # Not vacuous: most requests were refused by validation, some went through (an auth layer
     # in front would refuse them all: send a credential, or build the app with auth off).
     assert len(measured["refused"]) > 50 and measured["answered"], {k: len(v) for k, v in measured.items()}
+    assert sorted(measured["refused"])[len(measured["refused"]) // 2] < REFUSED_MEDIAN_SECONDS
     for kind, values in measured.items():
         if values:
             values.sort()
