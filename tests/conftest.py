@@ -112,6 +112,7 @@ def settings(database_url: str, event_stream: dict[str, Any], run_id: str) -> Se
         database_url=database_url,
         redis_key_prefix=f"wallet_test_{run_id}",  # this run's cache entries and rate limit counts
         rate_limit_enabled=False,
+        auth_enabled=False,  # the auth tests (tests/integration/test_auth*.py) turn it on
         command_timeout_seconds=15.0,
         db_pool_max=8,
     )

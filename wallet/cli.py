@@ -1,4 +1,4 @@
-"""The ``wallet`` command: serve, migrate, bench."""
+"""The ``wallet`` command: serve, migrate, verify, worker, relay, keys, bench."""
 
 from __future__ import annotations
 
@@ -19,11 +19,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("verify", help="audit: replay every wallet's events and check the books")
     sub.add_parser("worker", help="run the fraud-detection worker (consumes the event stream)")
     sub.add_parser("relay", help="run the outbox relay alone (API instances: OUTBOX_RELAY_ENABLED=false)")
+    sub.add_parser("keys", help="API keys: create, list, revoke (see wallet keys --help)", add_help=False)
     sub.add_parser("bench", help="run the benchmark (see wallet bench --help)", add_help=False)
     if argv[:1] == ["bench"]:
         from wallet.bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["keys"]:
+        from wallet.auth.cli import main as keys_main
+
+        return keys_main(argv[1:], Settings.from_env())
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)  # structured JSON (structlog)

@@ -33,6 +33,19 @@ class Settings:
     rate_limit_strategy: str = "moving-window"
     # Take the client from X-Forwarded-For (only behind a trusted proxy, or in tests).
     rate_limit_trust_forwarded: bool = False
+    # Authentication (API.md): on unless AUTH_ENABLED=false (logged as a warning at start-up).
+    auth_enabled: bool = True
+    # JWTs from an identity provider: issuer and audience required; keys from the JWKS URL, or
+    # (development) the HS256 secret; only these algorithms are accepted.
+    auth_jwt_issuer: str = ""
+    auth_jwt_audience: str = ""
+    auth_jwks_url: str = ""
+    auth_jwt_secret: str = ""
+    auth_jwt_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    # How often each instance asks PostgreSQL which cached API keys were revoked (< 1 s).
+    auth_revocation_poll_seconds: float = 0.25
+    # Failed authentications per address ("limits" notation), shared through Redis; then 429.
+    auth_failure_rate_limit: str = "20/minute"
     # Redis balance cache: written through after commit; entries expire after this many seconds.
     balance_cache_enabled: bool = True
     balance_cache_ttl_seconds: int = 300

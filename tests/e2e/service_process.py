@@ -37,6 +37,7 @@ class ServiceProcess:
                 "PORT": str(self.port),
                 "HOST": "127.0.0.1",
                 "RATE_LIMIT_ENABLED": "false",
+                "AUTH_ENABLED": "false",
                 "LOG_LEVEL": "warning",
             }
             | env

@@ -39,7 +39,13 @@ async def test_transfer_completes_and_creates_the_destination(client, db, wallet
     assert saga["state"] == "COMPLETED" and saga["currency"] == "USD"
     history = await (await client.get(f"/v1/wallet/{dest}/history")).json()
     assert [h["eventType"] for h in history] == ["WALLET_CREATED", "TRANSFER_CREDITED"]
-    assert history[1]["metadata"] == {"sagaId": body["sagaId"], "fromWalletId": wallet_id}
+    metadata = history[1]["metadata"]
+    assert metadata == {
+        "sagaId": body["sagaId"],
+        "fromWalletId": wallet_id,
+        "actor": {"type": "anonymous", "id": "anonymous", "name": "authentication disabled"},
+        "requestId": metadata["requestId"],
+    }
     await assert_projection_matches_events(db, wallet_id)
     await assert_projection_matches_events(db, dest)
 

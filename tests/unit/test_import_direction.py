@@ -19,13 +19,25 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # Settings and ids: leaves that every layer may use.
     ("foundation", ("wallet.config", "wallet.ids")),
     # No I/O: the wallet decider and the fraud rules and message formats.
-    ("domain", ("wallet.domain", "wallet.fraud", "wallet.fraud.rules", "wallet.fraud.messages")),
+    # Principals, scopes, wallet patterns and API key tokens are pure too.
+    (
+        "domain",
+        (
+            "wallet.domain",
+            "wallet.fraud",
+            "wallet.fraud.rules",
+            "wallet.fraud.messages",
+            "wallet.auth.principal",
+            "wallet.auth.tokens",
+        ),
+    ),
     ("persistence", ("wallet.persistence", "wallet.fraud.store")),
     ("actors", ("wallet.actors",)),
     # The event stream: the outbox relay (an actor over the outbox table) and the broker.
     ("messaging", ("wallet.messaging",)),
     # Application services: the API's commands, the fraud worker, the auto-freezer.
-    ("service", ("wallet.service", "wallet.fraud.worker", "wallet.fraud.auto_freeze")),
+    # Authentication (the key and JWT verifiers) is a service the HTTP edge calls.
+    ("service", ("wallet.service", "wallet.fraud.worker", "wallet.fraud.auto_freeze", "wallet.auth")),
     # The HTTP edge, with its request-aware log configuration.
     ("http", ("wallet.http", "wallet.logging_setup")),
     # Composition and entry points: they build everything else and nothing imports them back.
@@ -37,6 +49,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "wallet.bootstrap",
             "wallet.server",
             "wallet.cli",
+            "wallet.auth.cli",
             "wallet.embedded",
             "wallet.audit",
             "wallet.bench",

@@ -164,6 +164,9 @@ class CommandEnvelope:
     # Flushes of this command that failed for want of a connection and were ruled out (not
     # committed): the actor decides it again, up to a bound, instead of answering 503.
     failed_writes: int = 0
+    # Who caused the command and the request it came with (``actor``, ``requestId``): merged
+    # into the metadata of every event it causes.
+    audit: dict[str, Any] | None = None
 
     def answer_from_thread(self, reply: Reply) -> None:
         self.reply_to.from_thread(reply)

@@ -69,6 +69,7 @@ class RunSaga:
     render: RenderTransfer
     client: ReplyTo | None = None
     idempotency: IdempotencyKey | None = None
+    audit: dict[str, Any] | None = None  # actor and requestId of every step's events
 
 
 @dataclass(slots=True)
@@ -77,6 +78,7 @@ class _Run:
     render: RenderTransfer
     client: ReplyTo | None
     idempotency: IdempotencyKey | None
+    audit: dict[str, Any] | None  # actor and requestId of every step's events
     also: list[ReplyTo] = field(default_factory=list)  # clients who joined (retries of the request)
     stage: str = "debit"
     currency: str | None = None
@@ -128,7 +130,9 @@ class TransferCoordinator(LoopActor):
             if message.client is not None:
                 running.also.append(message.client)
             return
-        run = _Run(saga, message.render, message.client, message.idempotency, currency=saga.currency)
+        run = _Run(
+            saga, message.render, message.client, message.idempotency, message.audit, currency=saga.currency
+        )
         self._running[saga.id] = run
         if saga.state is SagaState.PENDING:
             self._debit(run)
@@ -161,7 +165,11 @@ class TransferCoordinator(LoopActor):
 
     def _send(self, run: _Run, wallet_id: str, step: SagaStep) -> None:
         envelope = CommandEnvelope(
-            step, self._step_renderer(run), ActorReply(self.actor_ref, run.saga.id), run.idempotency
+            step,
+            self._step_renderer(run),
+            ActorReply(self.actor_ref, run.saga.id),
+            run.idempotency,
+            audit=run.audit,
         )
         try:
             self._tell_wallet(wallet_id, envelope)

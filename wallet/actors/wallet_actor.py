@@ -172,7 +172,7 @@ class WalletActor(LoopActor):
             reply = envelope.render(Rejected(decision))
             result = decision
         else:
-            state, stored = self._append(self._optimistic, decision)
+            state, stored = self._append(self._optimistic, decision, envelope.audit)
             assert state is not None
             reply = envelope.render(Accepted(state, stored))
             result = state
@@ -190,10 +190,12 @@ class WalletActor(LoopActor):
 
     @staticmethod
     def _append(
-        state: WalletState | None, events: list[Event]
+        state: WalletState | None, events: list[Event], audit: dict[str, Any] | None = None
     ) -> tuple[WalletState | None, tuple[StoredEvent, ...]]:
         stored = []
         for event in events:
+            if audit is not None:  # the events are new: their metadata is theirs to extend
+                event.metadata.update(audit)
             state = evolve(state, event)
             stored.append(StoredEvent(new_uuid(), state.version, state.balance, event))
         return state, tuple(stored)

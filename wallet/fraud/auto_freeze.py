@@ -25,6 +25,7 @@ from typing import Any
 from aio_pika.abc import AbstractRobustConnection
 
 from wallet.actors.messages import Accepted, IdempotencyKey, Outcome, Refused, Rejected, Reply
+from wallet.auth.principal import FRAUD_AUTO_FREEZE, audit
 from wallet.config import Settings
 from wallet.domain.commands import Freeze, WalletCommand
 from wallet.fraud.messages import parse_alert
@@ -37,7 +38,11 @@ from wallet.messaging.topology import alert_topology
 log = logging.getLogger(__name__)
 
 # How the auto-freezer runs its command: the service's own ``execute``.
-Execute = Callable[[str, WalletCommand, Callable[[Outcome], Reply], IdempotencyKey | None], Awaitable[Reply]]
+# (wallet id, command, render, idempotency key, audit metadata: the actor and request id)
+Execute = Callable[
+    [str, WalletCommand, Callable[[Outcome], Reply], IdempotencyKey | None, dict[str, Any] | None],
+    Awaitable[Reply],
+]
 
 
 class FreezeFailed(Exception):
@@ -110,7 +115,10 @@ class AutoFreezer:
         params: dict[str, Any] = {"reason": reason}
         key = IdempotencyKey.for_request(f"fraud-freeze:{alert.alert_id}", "freeze", alert.wallet_id, params)
         command = Freeze(reason, datetime.now(UTC))
-        reply = await self._execute(alert.wallet_id, command, render, key)
+        request_id = f"fraud-alert:{alert.alert_id}"
+        reply = await self._execute(
+            alert.wallet_id, command, render, key, audit(FRAUD_AUTO_FREEZE, request_id)
+        )
         if reply.status == 200:
             if not reply.replayed:
                 self.frozen += 1

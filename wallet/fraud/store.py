@@ -213,20 +213,24 @@ class FraudStore:
                 )
         return len(alerts)
 
-    async def alerts(self, wallet_id: str | None, limit: int) -> list[StoredAlert]:
-        """Newest first; of one wallet or of all."""
+    async def alerts(
+        self, wallet_id: str | None, limit: int, within: tuple[list[str], list[str]] | None = None
+    ) -> list[StoredAlert]:
+        """Newest first; of one wallet or of all; ``within``: only wallets with one of these ids
+        or starting with one of these prefixes (a principal's wallet patterns)."""
+        exact, prefixes = within if within is not None else (None, None)
         async with self._pool.acquire() as conn:
-            if wallet_id is None:
-                rows = await conn.fetch(
-                    f"SELECT {_ALERT_COLUMNS} FROM fraud_alerts ORDER BY created_at DESC, id LIMIT $1", limit
-                )
-            else:
-                rows = await conn.fetch(
-                    f"SELECT {_ALERT_COLUMNS} FROM fraud_alerts WHERE wallet_id = $1"
-                    " ORDER BY created_at DESC, id LIMIT $2",
-                    wallet_id,
-                    limit,
-                )
+            rows = await conn.fetch(
+                f"SELECT {_ALERT_COLUMNS} FROM fraud_alerts"
+                " WHERE ($1::text IS NULL OR wallet_id = $1)"
+                " AND ($2::text[] IS NULL OR wallet_id = ANY($2::text[])"
+                " OR EXISTS (SELECT 1 FROM unnest($3::text[]) AS p WHERE starts_with(wallet_id, p)))"
+                " ORDER BY created_at DESC, id LIMIT $4",
+                wallet_id,
+                exact,
+                prefixes,
+                limit,
+            )
         return [_stored(r) for r in rows]
 
     async def purge(self, retention_seconds: float) -> int:

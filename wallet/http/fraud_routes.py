@@ -8,6 +8,7 @@ from aiohttp import web
 
 from wallet.domain.money import to_json_number
 from wallet.fraud.store import FraudStore, StoredAlert
+from wallet.http.auth import current_principal
 from wallet.http.context import request_context
 from wallet.http.errors import validation_error
 from wallet.http.schemas import WALLET_ID_PATTERN
@@ -38,7 +39,12 @@ async def list_alerts(request: web.Request) -> web.Response:
     if wallet_id is not None and not WALLET_ID_PATTERN.fullmatch(wallet_id):
         raise validation_error("walletId must be 1-64 characters of [A-Za-z0-9_.:-]")
     limit = int_query(request, "limit", 100, 1, 1000)
-    alerts = await FraudStore(request.app[SERVICE].pool).alerts(wallet_id, limit)
+    wallets = current_principal(request).wallets
+    if wallet_id is not None and not wallets.allows(wallet_id):
+        alerts = []  # another principal's wallet: the same as one without alerts
+    else:
+        within = None if wallets.everything else (sorted(wallets.exact), list(wallets.prefixes))
+        alerts = await FraudStore(request.app[SERVICE].pool).alerts(wallet_id, limit, within)
     return web.json_response([alert_body(a) for a in alerts], headers={"X-Request-ID": ctx.request_id})
 
 

@@ -7,6 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from wallet.actors.messages import Accepted, IdempotencyKey
+from wallet.auth.principal import audit
+from wallet.http.auth import current_principal
 from wallet.http.context import BAD_REQUEST_ID, request_context
 from wallet.http.errors import ApiError, validation_error
 from wallet.http.rendering import renderer, respond
@@ -31,9 +33,11 @@ async def transfer(request: web.Request) -> web.Response:
     to_wallet_id = data["toWalletId"]
     if to_wallet_id == from_wallet_id:
         raise validation_error("toWalletId must differ from the source wallet")
+    principal = current_principal(request)
     key = None
     if ctx.idempotency_key is not None:
-        key = IdempotencyKey.for_request(ctx.idempotency_key, "transfer", from_wallet_id, data)
+        key_text = principal.scoped_key(ctx.idempotency_key)
+        key = IdempotencyKey.for_request(key_text, "transfer", from_wallet_id, data)
     service = request.app[SERVICE]
     reply = await service.transfers.transfer(
         from_wallet_id,
@@ -42,6 +46,7 @@ async def transfer(request: web.Request) -> web.Response:
         transfer_renderer(ctx.path, ctx.request_id),
         renderer(_not_expected, ctx),
         key,
+        audit(principal, ctx.request_id),
     )
     return respond(reply, ctx)
 
@@ -52,7 +57,11 @@ async def get_transfer(request: web.Request) -> web.Response:
     if not SAGA_ID_PATTERN.fullmatch(saga_id):  # uuid.UUID() also takes urn:uuid:, braces, no hyphens
         raise validation_error("sagaId must be a UUID (8-4-4-4-12 hexadecimal digits)")
     saga = await request.app[SERVICE].saga_store.get(saga_id)
-    if saga is None:
+    principal = current_principal(request)
+    # Outside the principal's wallets on both sides: exactly as if it did not exist.
+    if saga is None or not (
+        principal.may_touch(saga.from_wallet_id) or principal.may_touch(saga.to_wallet_id)
+    ):
         raise ApiError(404, "TransferNotFoundError", f"transfer {saga_id} not found")
     body = transfer_body(saga, saga.state) | {
         "currency": saga.currency,

@@ -9,7 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from wallet.actors.messages import Accepted, IdempotencyKey
+from wallet.auth.principal import audit
 from wallet.domain.commands import Close, Deposit, Freeze, SetDailyLimit, Unfreeze, WalletCommand, Withdraw
+from wallet.http.auth import current_principal
 from wallet.http.context import BAD_REQUEST_ID, request_context
 from wallet.http.errors import ApiError, validation_error
 from wallet.http.openapi import operation
@@ -57,11 +59,15 @@ async def _run(
     if ctx.bad_request_id:
         raise validation_error(BAD_REQUEST_ID)
     wallet_id = request.match_info["id"]
+    principal = current_principal(request)
     key = None
     if ctx.idempotency_key is not None:
-        key = IdempotencyKey.for_request(ctx.idempotency_key, operation, wallet_id, params)
+        key_text = principal.scoped_key(ctx.idempotency_key)
+        key = IdempotencyKey.for_request(key_text, operation, wallet_id, params)
     service = request.app[SERVICE]
-    reply = await service.execute(wallet_id, command, renderer(success, ctx), key)
+    reply = await service.execute(
+        wallet_id, command, renderer(success, ctx), key, audit(principal, ctx.request_id)
+    )
     return respond(reply, ctx)
 
 

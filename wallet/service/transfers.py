@@ -29,6 +29,7 @@ from wallet.actors.messages import (
     unavailable,
 )
 from wallet.actors.transfer_coordinator import RenderTransfer, RunSaga, TransferResult
+from wallet.auth.principal import SAGA_RECOVERY, audit
 from wallet.domain.errors import IdempotencyKeyReuseError
 from wallet.domain.saga import FINAL_STATES, SagaState
 from wallet.persistence.idempotency_store import IdempotencyStore
@@ -79,10 +80,11 @@ class TransferService:
         render: RenderTransfer,
         render_outcome: RenderOutcome,
         key: IdempotencyKey | None,
+        audit: dict[str, Any] | None = None,
     ) -> Reply:
         def start() -> asyncio.Future[Reply]:
             return asyncio.ensure_future(
-                self._run(from_wallet_id, to_wallet_id, amount, render, render_outcome, key)
+                self._run(from_wallet_id, to_wallet_id, amount, render, render_outcome, key, audit)
             )
 
         if key is not None:
@@ -100,6 +102,7 @@ class TransferService:
         render: RenderTransfer,
         render_outcome: RenderOutcome,
         key: IdempotencyKey | None,
+        audit: dict[str, Any] | None,
     ) -> Reply:
         saga = SagaRecord(
             id=str(uuid.uuid4()),
@@ -118,20 +121,26 @@ class TransferService:
             return render(unavailable("database unavailable"))
         if stored.id != saga.id:  # the key already started a saga (another instance)
             assert key is not None
-            return await self._duplicate(stored, key, render, render_outcome)
+            return await self._duplicate(stored, key, render, render_outcome, audit)
         if self._crash_before_debit:
             log.error("fault injection: SIGKILL before the debit of saga %s", saga.id)
             os.kill(os.getpid(), signal.SIGKILL)
-        return naming_saga(await self._drive(stored, render, key), stored.id)
+        return naming_saga(await self._drive(stored, render, key, audit), stored.id)
 
-    async def _drive(self, saga: SagaRecord, render: RenderTransfer, key: IdempotencyKey | None) -> Reply:
+    async def _drive(
+        self,
+        saga: SagaRecord,
+        render: RenderTransfer,
+        key: IdempotencyKey | None,
+        audit: dict[str, Any] | None,
+    ) -> Reply:
         """Drive ``saga`` on from its stored state and answer its outcome. If a step finds the
         saga moved on by someone else (recovery, another instance, an earlier attempt), go on
         from where it is now; a finished saga is answered with its recorded reply."""
         reply = Reply(503, None)
         for _ in range(MAX_DRIVES):
             future: asyncio.Future[Reply] = self._loop.create_future()
-            self._coordinator.tell(RunSaga(saga, render, FutureReply(self._loop, future), key))
+            self._coordinator.tell(RunSaga(saga, render, FutureReply(self._loop, future), key, audit))
             reply = await future
             if not _obsolete(reply):
                 return reply
@@ -151,7 +160,12 @@ class TransferService:
         return None if record is None else Reply(record.status, record.body, replayed=True)
 
     async def _duplicate(
-        self, saga: SagaRecord, key: IdempotencyKey, render: RenderTransfer, render_outcome: RenderOutcome
+        self,
+        saga: SagaRecord,
+        key: IdempotencyKey,
+        render: RenderTransfer,
+        render_outcome: RenderOutcome,
+        audit: dict[str, Any] | None,
     ) -> Reply:
         if saga.request_fingerprint != key.fingerprint:
             return render_outcome(
@@ -166,7 +180,7 @@ class TransferService:
         # Not finished: maybe nobody is driving it (its step could not be written, its process
         # died). The retry drives it on; every step is idempotent per saga, so a driver elsewhere
         # is harmless, and one here already is joined (the coordinator answers both).
-        return naming_saga(await self._drive(saga, render, key), saga.id)
+        return naming_saga(await self._drive(saga, render, key, audit), saga.id)
 
     async def recover_stuck(self) -> int:
         """Hand every stuck saga to the coordinator (it skips those it is already driving)."""
@@ -175,7 +189,9 @@ class TransferService:
             key = None
             if saga.request_key and saga.request_fingerprint:
                 key = IdempotencyKey(saga.request_key, saga.request_fingerprint)
-            self._coordinator.tell(RunSaga(saga, self._recovery_renderer(saga), None, key))
+            # Recovery acts as a system actor; the request id is the saga's.
+            recovery = audit(SAGA_RECOVERY, f"saga:{saga.id}")
+            self._coordinator.tell(RunSaga(saga, self._recovery_renderer(saga), None, key, recovery))
         if stuck:
             log.info("recovery: driving %d stuck transfer(s)", len(stuck))
         self.recovered += len(stuck)

@@ -105,23 +105,34 @@ class WalletService:
     # -- commands ----------------------------------------------------------------------------
 
     async def execute(
-        self, wallet_id: str, command: WalletCommand, render: Render, key: IdempotencyKey | None = None
+        self,
+        wallet_id: str,
+        command: WalletCommand,
+        render: Render,
+        key: IdempotencyKey | None = None,
+        audit: dict[str, Any] | None = None,
     ) -> Reply:
-        """Run ``command`` on its wallet actor; the reply comes after COMMIT, or 503, never a hang."""
+        """Run ``command`` on its wallet actor; the reply comes after COMMIT, or 503, never a hang.
+        ``audit`` (actor, requestId) goes into the metadata of the events it causes."""
         if key is None:
-            future = self._send(wallet_id, command, render, None)
+            future = self._send(wallet_id, command, render, None, audit)
             self._deadlines.watch(future)
             try:
                 return await future
             except CommandTimedOut:
                 return render(unavailable("timed out waiting for the wallet"))
-        return await self.gate.run(key, render, lambda: self._send(wallet_id, command, render, key))
+        return await self.gate.run(key, render, lambda: self._send(wallet_id, command, render, key, audit))
 
     def _send(
-        self, wallet_id: str, command: WalletCommand, render: Render, key: IdempotencyKey | None
+        self,
+        wallet_id: str,
+        command: WalletCommand,
+        render: Render,
+        key: IdempotencyKey | None,
+        audit: dict[str, Any] | None,
     ) -> asyncio.Future[Reply]:
         future: asyncio.Future[Reply] = self.loop.create_future()
-        envelope = CommandEnvelope(command, render, FutureReply(self.loop, future), key)
+        envelope = CommandEnvelope(command, render, FutureReply(self.loop, future), key, audit=audit)
         try:
             self.directory.tell(wallet_id, envelope)
         except DirectoryClosed:

@@ -1,0 +1,212 @@
+"""The authentication step of the request chain (``wallet.http.chain``), and the route policy.
+
+For each route (by method and pattern, without the ``/v1`` prefix) the policy names the scope it
+needs and the path parameter naming the wallet it touches. The step, in order:
+1. open routes (``/health/live``, ``/health/ready``, the API docs) go straight on;
+2. an address over its failed-authentication limit gets 429 (a local check, no I/O);
+3. no, malformed, unknown, revoked or expired credential: 401 ``UnauthorizedError`` with
+   ``WWW-Authenticate: Bearer``, counted against the address;
+4. valid but without the route's scope: 403 ``ForbiddenError``;
+5. a wallet outside the principal's patterns: 404, the same answer as a wallet that does not exist;
+6. otherwise the principal is this request's (``current_principal``; the rate limit counts per
+   principal) and the chain goes on.
+A route not in the policy needs the ``*`` scope (closed by default). A route that only some of its
+results concern (a transfer, fraud alerts) checks the wallets itself with ``current_principal``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+from limits import parse
+from redis.asyncio import Redis
+
+from wallet.auth import principal as scopes
+from wallet.auth.authenticator import Authenticator
+from wallet.auth.key_verifier import Miss
+from wallet.auth.principal import ANONYMOUS, Principal
+from wallet.config import Settings
+from wallet.http.chain import Handler, Step, call_handler
+from wallet.http.errors import error_response
+from wallet.http.rate_limit import PRINCIPAL, ClientRateLimiter, Rule
+from wallet.http.schemas import WALLET_ID_PATTERN
+from wallet.persistence.api_key_store import ApiKeyStore
+
+log = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/health/live", "/health/ready"})
+DOCS_PREFIX = "/api"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="wallet"'}
+CHALLENGE_INVALID = {"WWW-Authenticate": 'Bearer realm="wallet", error="invalid_token"'}
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    open: bool = False
+    scope: str | None = scopes.ALL  # None: any authenticated principal (an unknown path: then 404)
+    wallet_param: str | None = None
+
+
+_OPEN = Policy(open=True)
+_AUTHENTICATED = Policy(scope=None)
+_CLOSED = Policy()
+_ROUTES: dict[tuple[str, str], Policy] = {
+    ("GET", "/wallet/{id}"): Policy(scope=scopes.WALLETS_READ, wallet_param="id"),
+    ("GET", "/wallet/{id}/history"): Policy(scope=scopes.WALLETS_READ, wallet_param="id"),
+    ("POST", "/wallet/{id}/deposit"): Policy(scope=scopes.WALLETS_DEPOSIT, wallet_param="id"),
+    ("POST", "/wallet/{id}/withdraw"): Policy(scope=scopes.WALLETS_WITHDRAW, wallet_param="id"),
+    ("POST", "/wallet/{id}/transfer"): Policy(scope=scopes.TRANSFERS_WRITE, wallet_param="id"),
+    ("GET", "/transfers/{saga_id}"): Policy(scope=scopes.TRANSFERS_READ),
+    ("POST", "/wallet/{id}/freeze"): Policy(scope=scopes.WALLETS_ADMIN, wallet_param="id"),
+    ("POST", "/wallet/{id}/unfreeze"): Policy(scope=scopes.WALLETS_ADMIN, wallet_param="id"),
+    ("POST", "/wallet/{id}/close"): Policy(scope=scopes.WALLETS_ADMIN, wallet_param="id"),
+    ("PUT", "/wallet/{id}/limits"): Policy(scope=scopes.WALLETS_ADMIN, wallet_param="id"),
+    ("GET", "/fraud/alerts"): Policy(scope=scopes.FRAUD_READ),
+    ("GET", "/metrics"): Policy(scope=scopes.OPS_READ),
+    ("GET", "/health"): Policy(scope=scopes.OPS_READ),
+}
+
+
+def policy_for(method: str, path: str | None) -> Policy:
+    """The policy of a route pattern (None: no route matched)."""
+    if path is None:
+        return _AUTHENTICATED
+    if path in OPEN_PATHS or path == DOCS_PREFIX or path.startswith(DOCS_PREFIX + "/"):
+        return _OPEN
+    method = "GET" if method == "HEAD" else method
+    return _ROUTES.get((method, path.removeprefix("/v1")), _CLOSED)
+
+
+# aiohttp runs each request in its own task; the request is kept beside the principal so a
+# principal can never be taken for another request's.
+_current: ContextVar[tuple[web.Request, Principal] | None] = ContextVar("wallet_principal", default=None)
+
+
+def current_principal(request: web.Request) -> Principal:
+    """Who made ``request``; ANONYMOUS when authentication is off."""
+    current = _current.get()
+    if current is not None and current[0] is request:
+        return current[1]
+    return ANONYMOUS
+
+
+def not_found(request: web.Request, wallet_id: str) -> web.Response:
+    """Exactly the answer for a wallet that does not exist (API.md: no enumeration)."""
+    return error_response(request, 404, "WalletNotFoundError", f"wallet {wallet_id} not found")
+
+
+def _refused(
+    request: web.Request, status: int, name: str, message: str, headers: dict[str, str]
+) -> web.Response:
+    response = error_response(request, status, name, message)
+    response.headers.update(headers)
+    return response
+
+
+class AuthStep:
+    def __init__(self, authenticator: Authenticator, failures: ClientRateLimiter, failure_rule: Rule) -> None:
+        self._authenticator = authenticator
+        self._failures = failures
+        self._failure_rules = (failure_rule,)
+        self._blocked: dict[str, float] = {}  # address -> monotonic time until which it gets 429
+        self._policies: dict[tuple[str, str | None], Policy] = {}
+
+    def _policy(self, request: web.Request) -> Policy:
+        resource = request.match_info.route.resource
+        key = (request.method, None if resource is None else resource.canonical)
+        policy = self._policies.get(key)
+        if policy is None:
+            policy = self._policies[key] = policy_for(*key)
+        return policy
+
+    async def __call__(self, request: web.Request, handler: Handler, then: Step) -> web.StreamResponse:
+        policy = self._policy(request)
+        if policy.open:
+            return await then(request, handler)
+        address = self._failures.client_of(request)
+        blocked_until = self._blocked.get(address)
+        if blocked_until is not None:
+            wait = blocked_until - time.monotonic()
+            if wait > 0:
+                return self._too_many(request, wait)
+            del self._blocked[address]
+        header = request.headers.get("Authorization", "")
+        credential = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        principal: Principal | None = None
+        if credential:
+            cached = self._authenticator.cached(credential)
+            if not isinstance(cached, Miss):
+                principal = cached
+            else:
+                try:
+                    principal = await self._authenticator.authenticate(credential)
+                except Exception:
+                    return error_response(
+                        request, 503, "ServiceUnavailableError", "cannot check credentials now"
+                    )
+        if principal is None:
+            return await self._unauthorised(request, address, bool(credential))
+        if policy.scope is not None and not principal.has(policy.scope):
+            return error_response(
+                request, 403, "ForbiddenError", f"this credential lacks the {policy.scope} scope"
+            )
+        if policy.wallet_param is not None:
+            wallet_id = request.match_info.get(policy.wallet_param, "")
+            # A malformed id is left to the route (400); it cannot name anyone's wallet.
+            if WALLET_ID_PATTERN.fullmatch(wallet_id) and not principal.may_touch(wallet_id):
+                return not_found(request, wallet_id)
+        token = _current.set((request, principal))
+        request[PRINCIPAL] = principal.tag
+        try:
+            return await then(request, handler)
+        finally:
+            _current.reset(token)
+
+    async def _unauthorised(self, request: web.Request, address: str, presented: bool) -> web.Response:
+        verdict = await self._failures.check(self._failure_rules, address)
+        if not verdict.allowed:
+            self._blocked[address] = time.monotonic() + max(1, verdict.reset_seconds)
+            return self._too_many(request, verdict.reset_seconds)
+        if presented:
+            message = "the credential is not valid (unknown, revoked, expired or malformed)"
+            return _refused(request, 401, "UnauthorizedError", message, CHALLENGE_INVALID)
+        message = "authentication required: Authorization: Bearer <API key or JWT>"
+        return _refused(request, 401, "UnauthorizedError", message, CHALLENGE)
+
+    @staticmethod
+    def _too_many(request: web.Request, wait: float) -> web.Response:
+        retry_after = str(max(1, round(wait)))
+        message = f"too many failed authentications from this address; retry in {retry_after}s"
+        return _refused(request, 429, "RateLimitExceededError", message, {"Retry-After": retry_after})
+
+
+def authentication(
+    app: web.Application, settings: Settings, pool: asyncpg.Pool, redis: Redis, then: Step = call_handler
+) -> Step | None:
+    """The authentication step, running ``then`` (the rest of the chain) for admitted requests;
+    its key revocation check starts and stops with ``app``. None when ``AUTH_ENABLED=false``."""
+    if not settings.auth_enabled:
+        log.warning("AUTH_ENABLED=false: every route is open to anyone who can reach the port")
+        return None
+    authenticator = Authenticator.from_settings(settings, ApiKeyStore(pool))
+    failures = ClientRateLimiter(settings, redis)
+    step = AuthStep(authenticator, failures, Rule("auth-failures", parse(settings.auth_failure_rate_limit)))
+
+    async def start(app: web.Application) -> None:
+        authenticator.start()
+
+    async def stop(app: web.Application) -> None:
+        await authenticator.stop()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await step(request, handler, then)
+
+    return authenticate
