@@ -260,6 +260,19 @@ async def test_auto_freeze_freezes_the_wallet_on_a_critical_alert(
         )
         assert frozen_events == 1
         assert api.auto_freeze.frozen == 1
+        # The freeze was the fraud worker's, a system actor (issue 10's audit trail).
+        metadata = json.loads(
+            await db.fetchval(
+                "SELECT metadata FROM wallet_events WHERE wallet_id = $1 AND event_type = 'WALLET_FROZEN'",
+                wallet,
+            )
+        )
+        assert metadata["actor"] == {
+            "type": "system",
+            "id": "fraud-auto-freeze",
+            "name": "fraud worker auto-freeze",
+        }
+        assert metadata["requestId"] == f"fraud-alert:{row['id']}"
         assert (await post(client, f"/v1/wallet/{wallet}/withdraw", {"amount": 1}))[0] == 200
     finally:
         await api.stop()
