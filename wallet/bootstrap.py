@@ -20,6 +20,7 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import asyncpg
 from aiohttp import web
@@ -28,6 +29,8 @@ from wallet.actors.directory import WalletDirectory
 from wallet.actors.transfer_coordinator import Faults, TransferCoordinator
 from wallet.actors.wallet_actor import WalletActor, WalletActorContext
 from wallet.actors.writer import FlushWriter
+from wallet.auth.authenticator import Authenticator
+from wallet.auth.dev_key import ensure_dev_key
 from wallet.config import Settings
 from wallet.fraud.auto_freeze import AutoFreezer
 from wallet.fraud.worker import FraudWorker
@@ -35,6 +38,7 @@ from wallet.http.app import create_app
 from wallet.messaging.broker_link import BrokerLink
 from wallet.messaging.inprocess import InProcessBus
 from wallet.messaging.outbox import OutboxRelay
+from wallet.persistence.api_key_store import ApiKeyStore
 from wallet.persistence.db import create_pool
 from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
@@ -162,10 +166,13 @@ class Api:
     app: web.Application
     auto_freeze: AutoFreezer | None = None
     worker: FraudWorker | None = None  # embedded mode: the fraud worker on the in-process bus
+    authenticator: Authenticator | None = None  # None: AUTH_ENABLED=false
 
     async def stop(self) -> None:
         if self.auto_freeze is not None:
             await self.auto_freeze.stop()
+        if self.authenticator is not None:
+            await self.authenticator.stop()
         await self.service.stop()
         if self.worker is not None:
             await self.worker.stop()  # after the relay: it drains what the relay published
@@ -181,7 +188,12 @@ async def start_api(
 ) -> Api:
     """The service, its HTTP app (not yet listening) and its companions, started."""
     service = await start_service(settings, name=name, bus=bus, run_migrations=run_migrations, faults=faults)
-    api = Api(service, create_app(service))
+    authenticator = build_authenticator(settings, service.pool)
+    api = Api(service, create_app(service, authenticator), authenticator=authenticator)
+    if authenticator is not None:
+        authenticator.start()  # the API key revocation check
+        if not settings.database_url_given:  # embedded mode: the newcomer path (make run)
+            await ensure_dev_key(service.pool, Path(settings.data_dir))
     if settings.fraud_auto_freeze:  # it freezes through the service's own command path
         api.auto_freeze = AutoFreezer(service.execute, settings, name=name, bus=bus)
         await api.auto_freeze.start()
@@ -189,6 +201,14 @@ async def start_api(
         api.worker = build_worker(settings, name="fraud-worker-inprocess", bus=bus)
         await api.worker.start()
     return api
+
+
+def build_authenticator(settings: Settings, pool: asyncpg.Pool) -> Authenticator | None:
+    """API keys (from ``pool``) and JWTs; None, with a warning, when ``AUTH_ENABLED=false``."""
+    if not settings.auth_enabled:
+        log.warning("AUTH_ENABLED=false: every route is open to anyone who can reach the port")
+        return None
+    return Authenticator.from_settings(settings, ApiKeyStore(pool))
 
 
 @dataclass(slots=True)

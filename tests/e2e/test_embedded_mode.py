@@ -84,7 +84,14 @@ async def test_serve_without_urls_runs_embedded_and_stops_cleanly(tmp_path: Path
     process = start(tmp_path, env, log)
     try:
         await wait_live(base, process, log)
-        async with WalletClient(base) as wallets:  # the package's client, as a user would
+        # The newcomer path: authentication is on, and the first start issued a development key
+        # with every scope, printed it and kept it in the data directory.
+        key = (data / "dev-key").read_text().strip()
+        assert f"export WALLET_KEY={key}" in output(log)
+        auth = {"Authorization": f"Bearer {key}"}
+        async with aiohttp.ClientSession() as session, session.get(f"{base}/v1/wallet/alice") as r:
+            assert r.status == 401
+        async with WalletClient(base, api_key=key) as wallets:  # the package's client, as a user would
             assert (await wallets.deposit("alice", 100)).balance == 100
             assert (await wallets.withdraw("alice", "20.50")).balance == Decimal("79.5")
             assert (await wallets.transfer("alice", "bob", 30)).state == "COMPLETED"
@@ -118,8 +125,10 @@ async def test_serve_without_urls_runs_embedded_and_stops_cleanly(tmp_path: Path
         log = tmp_path / "service-2.log"
         process = start(tmp_path, env, log)
         await wait_live(base, process, log)
-        async with aiohttp.ClientSession() as session, session.get(f"{base}/v1/wallet/bob") as r:
+        async with aiohttp.ClientSession(headers=auth) as session, session.get(f"{base}/v1/wallet/bob") as r:
             assert (r.status, (await r.json())["balance"]) == (200, 30)
+        assert (data / "dev-key").read_text().strip() == key  # the same key: not issued again
+        assert key not in output(log)
         assert await stop(process) == 0, output(log)
         assert not (data / "postgres" / "postmaster.pid").exists(), output(log)
     finally:

@@ -113,6 +113,15 @@ class Principal:
         return f"{self.tag}|{request_id}" if self.tag else request_id
 
 
+_SCOPED_KEY = re.compile(r"[kj]:[0-9a-f]{12,16}\|")
+
+
+def request_id_of(scoped_key: str) -> str:
+    """The client's X-Request-ID inside a key made by ``Principal.scoped_key``."""
+    found = _SCOPED_KEY.match(scoped_key)
+    return scoped_key[found.end() :] if found else scoped_key
+
+
 def system_principal(actor_id: str, name: str) -> Principal:
     return Principal("system", actor_id, name, frozenset({ALL}), EVERY_WALLET, tag="")
 

@@ -16,12 +16,10 @@ results concern (a transfer, fraud alerts) checks the wallets itself with ``curr
 
 from __future__ import annotations
 
-import logging
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-import asyncpg
 from aiohttp import web
 from limits import parse
 from redis.asyncio import Redis
@@ -31,13 +29,10 @@ from wallet.auth.authenticator import Authenticator
 from wallet.auth.key_verifier import Miss
 from wallet.auth.principal import ANONYMOUS, Principal
 from wallet.config import Settings
-from wallet.http.chain import Handler, Step, call_handler
+from wallet.http.chain import Handler, Step
 from wallet.http.errors import error_response
 from wallet.http.rate_limit import PRINCIPAL, ClientRateLimiter, Rule
 from wallet.http.schemas import WALLET_ID_PATTERN
-from wallet.persistence.api_key_store import ApiKeyStore
-
-log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health/live", "/health/ready"})
 DOCS_PREFIX = "/api"
@@ -185,26 +180,11 @@ class AuthStep:
         return _refused(request, 429, "RateLimitExceededError", message, {"Retry-After": retry_after})
 
 
-def authentication(
-    app: web.Application, settings: Settings, pool: asyncpg.Pool, redis: Redis, then: Step = call_handler
-) -> Step | None:
+def authentication(settings: Settings, authenticator: Authenticator, redis: Redis, then: Step) -> Step:
     """The authentication step, running ``then`` (the rest of the chain) for admitted requests;
-    its key revocation check starts and stops with ``app``. None when ``AUTH_ENABLED=false``."""
-    if not settings.auth_enabled:
-        log.warning("AUTH_ENABLED=false: every route is open to anyone who can reach the port")
-        return None
-    authenticator = Authenticator.from_settings(settings, ApiKeyStore(pool))
-    failures = ClientRateLimiter(settings, redis)
-    step = AuthStep(authenticator, failures, Rule("auth-failures", parse(settings.auth_failure_rate_limit)))
-
-    async def start(app: web.Application) -> None:
-        authenticator.start()
-
-    async def stop(app: web.Application) -> None:
-        await authenticator.stop()
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    failed attempts are counted per address through Redis."""
+    limit = Rule("auth-failures", parse(settings.auth_failure_rate_limit))
+    step = AuthStep(authenticator, ClientRateLimiter(settings, redis), limit)
 
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await step(request, handler, then)

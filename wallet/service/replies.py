@@ -12,6 +12,7 @@ from typing import Any
 
 from wallet.actors.messages import Refused, Reply
 from wallet.actors.transfer_coordinator import RenderTransfer, TransferResult
+from wallet.auth.principal import request_id_of
 from wallet.domain.money import to_json_number
 from wallet.domain.saga import SagaState
 from wallet.persistence.saga_store import SagaRecord
@@ -66,4 +67,5 @@ def transfer_renderer(path: str, request_id: str) -> RenderTransfer:
 
 def recovery_renderer(saga: SagaRecord) -> RenderTransfer:
     """The renderer of a saga recovery finishes: the reply its client would have got."""
-    return transfer_renderer(f"/v1/wallet/{saga.from_wallet_id}/transfer", saga.request_key or saga.id)
+    request_id = request_id_of(saga.request_key) if saga.request_key else saga.id
+    return transfer_renderer(f"/v1/wallet/{saga.from_wallet_id}/transfer", request_id)
