@@ -85,6 +85,9 @@ def test_parse_args_defaults_and_service_env() -> None:
     assert opts.workloads == ("ceiling", "transfers")
     assert opts.service_env == {"A": "b=c"}
     assert (opts.duration, opts.connections, opts.wallets) == (10.0, 64, 10_000)
+    assert opts.auth == "key"  # the load sends a credential unless told otherwise
+    assert parse_args(["--auth", "jwt"]).auth == "jwt"
+    assert parse_args(["--auth", "off"]).auth == "off"
 
 
 def test_parse_args_rejects_unknown_workload() -> None:

@@ -16,7 +16,7 @@ import asyncpg
 
 from wallet.bench.report import markdown, text_table
 from wallet.bench.router import MAX_INSTANCES, RouterError
-from wallet.bench.runner import WORKLOADS, BenchError, Options, run
+from wallet.bench.runner import AUTH_MODES, WORKLOADS, BenchError, Options, run
 from wallet.bench.services import StartError
 from wallet.bench.wrk import WrkError
 
@@ -53,6 +53,13 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra service environment"
     )
+    parser.add_argument(
+        "--auth",
+        choices=AUTH_MODES,
+        default=DEFAULTS.auth,
+        help="credential the load sends: an API key the bench issues (default), a JWT, or none with"
+        " AUTH_ENABLED=false",
+    )
     args = parser.parse_args(argv)
 
     workloads = tuple(w.strip() for w in args.workloads.split(",") if w.strip())
@@ -76,6 +83,7 @@ def parse_args(argv: list[str] | None) -> Options:
         markdown=args.markdown,
         service_env=dict(kv.split("=", 1) for kv in args.service_env),
         instances=args.instances,
+        auth=args.auth,
     )
 
 

@@ -92,7 +92,8 @@ def markdown(rows: list[Row], opts: Options) -> str:
         f"Bench of {time.strftime('%Y-%m-%d %H:%M %Z')}: {os.cpu_count()} cores ({cpu_model()}), "
         f"Python {platform.python_version()}; wrk {opts.threads} thread(s), "
         f"{opts.connections} connections, {opts.duration:g} s per workload after a {WARMUP_S:g} s "
-        f"warm-up; spread and reads over {opts.wallets} wallets. Ratios are to the bare aiohttp "
+        f"warm-up; spread and reads over {opts.wallets} wallets; authentication: {opts.auth}. "
+        "Ratios are to the bare aiohttp "
         "ceiling (POST or GET) measured just before each workload (its req/s in the ceiling column); "
         "CPU is the share of one core over the measured window.",
         "",

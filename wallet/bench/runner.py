@@ -15,7 +15,9 @@ from typing import Literal
 
 import aiohttp
 import asyncpg
+import jwt
 
+from wallet.auth.issue import issue_key
 from wallet.bench.router import Router
 from wallet.bench.services import (
     CpuMeter,
@@ -30,6 +32,7 @@ from wallet.bench.services import (
 )
 from wallet.bench.wrk import WrkResult, finish_wrk, start_wrk
 from wallet.config import Settings
+from wallet.persistence.api_key_store import ApiKeyStore
 
 WORKLOADS = ("ceiling", "hot", "spread", "reads", "transfers")
 # Ports above --port-base: the ceiling is at +0, the single service at +1.
@@ -66,6 +69,9 @@ class Options:
     # Above 1: the same workloads also run through HAProxy (deploy/haproxy.cfg) in front of this
     # many instances, side by side with the single instance, and the ceiling through the router.
     instances: int = 1
+    # How the bench authenticates: "key" (an API key it issues), "jwt" (an HS256 token, the
+    # service given the secret) or "off" (AUTH_ENABLED=false: the figures without authentication).
+    auth: str = "key"
 
 
 @dataclass(frozen=True)
@@ -188,9 +194,18 @@ class Ceiling:
 class ServiceBench:
     """The service's workloads, sharing one running service, database and client session."""
 
-    def __init__(self, opts: Options, target: Target, session: aiohttp.ClientSession, db_url: str):
+    def __init__(
+        self,
+        opts: Options,
+        target: Target,
+        session: aiohttp.ClientSession,
+        db_url: str,
+        credential: str | None,
+    ):
         self.opts = opts
         self.target = target
+        self.auth_args = {"auth": credential} if credential else {}
+        self.auth_headers = {"Authorization": f"Bearer {credential}"} if credential else {}
         self.session = session
         self.db_url = db_url
         self.runid = secrets.token_hex(4)
@@ -219,7 +234,8 @@ class ServiceBench:
     def measure(
         self, name: str, kind: Kind, script: str, args: dict[str, str], path: str = "/"
     ) -> Awaitable[Row]:
-        return measure(self.opts, name, kind, self.target, self.target.base_url + path, script, args)
+        url = self.target.base_url + path
+        return measure(self.opts, name, kind, self.target, url, script, args | self.auth_args)
 
     async def hot(self) -> Row:
         wallet = f"hot-{self.runid}"
@@ -280,14 +296,16 @@ class ServiceBench:
 
         async def deposit(wallet: str) -> None:
             url = f"{self.target.base_url}/v1/wallet/{wallet}/deposit"
-            async with limit, self.session.post(url, data=body, headers=JSON_HEADERS) as resp:
+            headers = JSON_HEADERS | self.auth_headers
+            async with limit, self.session.post(url, data=body, headers=headers) as resp:
                 if resp.status != 200:
                     raise BenchError(f"funding {wallet}: HTTP {resp.status} {await resp.text()}")
 
         await asyncio.gather(*map(deposit, wallets))
 
     async def balance(self, wallet: str) -> Decimal:
-        async with self.session.get(f"{self.target.base_url}/v1/wallet/{wallet}") as resp:
+        url = f"{self.target.base_url}/v1/wallet/{wallet}"
+        async with self.session.get(url, headers=self.auth_headers) as resp:
             text = await resp.text()
             if resp.status != 200:
                 raise BenchError(f"reading {wallet}: HTTP {resp.status} {text}")
@@ -322,7 +340,7 @@ class System:
             return Target(self.servers[0].base_url, pids)
         return Target(self.router.base_url, pids, (self.router.pid,))
 
-    async def start(self, opts: Options, instances: int, first_port: int) -> None:
+    async def start(self, opts: Options, instances: int, first_port: int, auth: dict[str, str]) -> None:
         for k in range(instances):
             port = first_port + k
             env = {
@@ -334,9 +352,10 @@ class System:
                 "HOST": "127.0.0.1",
                 "RATE_LIMIT_ENABLED": "false",
                 "LOG_LEVEL": "warning",
+                **auth,
                 **opts.service_env,
             }
-            progress(f"starting the service{self.label} on port {port}")
+            progress(f"starting the service{self.label} on port {port}, authentication {opts.auth}")
             self.servers.append(spawn(f"service{self.label}-{k + 1}", ["-m", "wallet", "serve"], port, env))
         for server in self.servers:  # started together: the first applies the migrations
             await wait_ready(server, ["/health/live", "/v1/wallet/x"])
@@ -362,12 +381,16 @@ async def run_service(opts: Options, names: list[str], ceiling: Ceiling | None) 
         systems.append(System(f" x{opts.instances}", db_url))
     progress(f"database {db_name}")
     await create_database(opts.database_url, db_name)
+    auth = auth_env(opts.auth)  # one JWT secret for every instance
     try:
-        await systems[0].start(opts, 1, opts.port_base + 1)
+        await systems[0].start(opts, 1, opts.port_base + 1, auth)
         if len(systems) > 1:
-            await systems[1].start(opts, opts.instances, opts.port_base + CLUSTER_PORT)
+            await systems[1].start(opts, opts.instances, opts.port_base + CLUSTER_PORT, auth)
+        credential = await bench_credential(opts.auth, db_url, auth)  # the deployments share the database
         async with aiohttp.ClientSession() as session:
-            benches = [(s.label, ServiceBench(opts, s.target, session, s.db_url)) for s in systems]
+            benches = [
+                (s.label, ServiceBench(opts, s.target, session, s.db_url, credential)) for s in systems
+            ]
             rows = []
             for name in names:
                 adjacent = None
@@ -385,6 +408,48 @@ async def run_service(opts: Options, names: list[str], ceiling: Ceiling | None) 
         for system in systems:
             system.stop()
         await drop_database(opts.database_url, db_name)
+
+
+AUTH_MODES = ("key", "jwt", "off")
+BENCH_ISSUER = "wallet-bench"
+BENCH_AUDIENCE = "wallet"
+
+
+def auth_env(mode: str) -> dict[str, str]:
+    """The service's authentication settings for a bench mode."""
+    if mode == "off":
+        return {"AUTH_ENABLED": "false"}
+    if mode == "jwt":
+        secret = secrets.token_urlsafe(32)
+        return {
+            "AUTH_JWT_SECRET": secret,
+            "AUTH_JWT_ISSUER": BENCH_ISSUER,
+            "AUTH_JWT_AUDIENCE": BENCH_AUDIENCE,
+        }
+    return {}
+
+
+async def bench_credential(mode: str, db_url: str, env: dict[str, str]) -> str | None:
+    """An API key issued in the bench database (the service has migrated it), or a JWT signed
+    with the secret the service was given; None with authentication off."""
+    if mode == "off":
+        return None
+    if mode == "jwt":
+        claims = {
+            "iss": BENCH_ISSUER,
+            "aud": BENCH_AUDIENCE,
+            "sub": "bench",
+            "exp": int(time.time()) + 24 * 3600,
+            "scope": "*",
+            "wallets": ["*"],
+        }
+        return jwt.encode(claims, env["AUTH_JWT_SECRET"], algorithm="HS256")
+    conn = await asyncpg.connect(db_url)
+    try:
+        _, token = await issue_key(ApiKeyStore(conn), "bench", ["*"], ["*"])
+    finally:
+        await conn.close()
+    return token
 
 
 def set_ratios(rows: list[Row]) -> None:

@@ -40,6 +40,8 @@ function init(args)
     if key then opts[key] = value end
   end
   math.randomseed(tid * 1000003 + os.time())
+  -- auth=<credential>: sent as a bearer token (scripts with their own headers copy it from here)
+  if opts.auth then wrk.headers["Authorization"] = "Bearer " .. opts.auth end
   if configure then configure(opts) end
   t_start = now()
   deadline = t_start + tonumber(opts.active or "10")

@@ -12,6 +12,7 @@ function configure(opts)
   n = tonumber(opts.n or "1")
   body = opts.body
   if body then headers["Content-Type"] = "application/json" end
+  headers["Authorization"] = wrk.headers["Authorization"]
 end
 
 function request()

@@ -11,6 +11,7 @@ function configure(opts)
   name = opts.name or name
   n = tonumber(opts.n or "2")
   amount = opts.amount or amount
+  headers["Authorization"] = wrk.headers["Authorization"]
 end
 
 function request()
