@@ -67,6 +67,8 @@ class ApiKeyVerifier:
         self._fresh_seconds = fresh_seconds
         self._max_entries = max_entries
         self._entries: dict[str, _Entry] = {}
+        # Tokens whose secret matched (the fast path: no parsing, no hashing); dropped with their key.
+        self._tokens: dict[str, Principal] = {}
         self._unusable: dict[str, float] = {}  # key id -> monotonic time until which it is refused
         self._loading: dict[str, asyncio.Future[ApiKeyRecord | None]] = {}
         self._last_poll_issued = -1e9
@@ -76,18 +78,30 @@ class ApiKeyVerifier:
 
     def cached(self, token: str) -> Principal | Miss | None:
         """The principal of ``token`` from the cache alone (no I/O), None if refused, or MISS."""
+        if time.monotonic() - self._last_poll_issued > self._fresh_seconds:
+            return MISS
+        principal = self._tokens.get(token)
+        if principal is not None and (principal.expires_at is None or principal.expires_at > time.time()):
+            return principal
+        return self._from_entries(token)
+
+    def _from_entries(self, token: str) -> Principal | Miss | None:
+        """Check ``token`` against its key's cached hash (and remember it if it matches)."""
         key_id = key_id_of(token)
         if key_id is None:
             return None
         entry = self._entries.get(key_id)
-        if entry is None or time.monotonic() - self._last_poll_issued > self._fresh_seconds:
+        if entry is None:
             return MISS
         if not matches(token, entry.secret_hash):
             return None
         expires_at = entry.principal.expires_at
         if expires_at is not None and expires_at <= time.time():
-            self._entries.pop(key_id, None)
+            self._drop(key_id)
             return None
+        if len(self._tokens) >= self._max_entries:
+            self._tokens.pop(next(iter(self._tokens)))
+        self._tokens[token] = entry.principal
         return entry.principal
 
     async def verify(self, token: str) -> Principal | None:
@@ -97,18 +111,24 @@ class ApiKeyVerifier:
         if not isinstance(found, Miss):
             return found
         key_id = key_id_of(token)
-        assert key_id is not None
+        if key_id is None:
+            return None
         if self._unusable.get(key_id, 0.0) > time.monotonic():
             return None
         record = await self._load(key_id)
         if record is None or not record.usable_at(datetime.now(UTC)):
             self._remember_unusable(key_id)
             return None
-        principal = principal_of(record)
         if len(self._entries) >= self._max_entries:
-            self._entries.pop(next(iter(self._entries)))
-        self._entries[key_id] = _Entry(record.secret_hash, principal)
-        return principal if matches(token, record.secret_hash) else None
+            self._drop(next(iter(self._entries)))
+        self._entries[key_id] = _Entry(record.secret_hash, principal_of(record))
+        found = self._from_entries(token)  # just read from the database: fresh whatever the poll
+        return None if isinstance(found, Miss) else found
+
+    def _drop(self, key_id: str) -> None:
+        """Forget a key and every token of it."""
+        if self._entries.pop(key_id, None) is not None:
+            self._tokens = {t: p for t, p in self._tokens.items() if p.id != key_id}
 
     async def _load(self, key_id: str) -> ApiKeyRecord | None:
         """One query per key id however many requests wait for it."""
@@ -125,7 +145,7 @@ class ApiKeyVerifier:
             self._unusable = {k: t for k, t in self._unusable.items() if t > now}
         if len(self._unusable) < self._max_entries:
             self._unusable[key_id] = time.monotonic() + self._poll_seconds
-        self._entries.pop(key_id, None)
+        self._drop(key_id)
 
     # -- revocation --------------------------------------------------------------------------
 
@@ -137,7 +157,7 @@ class ApiKeyVerifier:
             usable = await self._store.usable(cached)
             for key_id in cached:
                 if key_id not in usable:
-                    self._entries.pop(key_id, None)
+                    self._drop(key_id)
         self._last_poll_issued = issued
 
     async def _poll_forever(self) -> None:

@@ -123,13 +123,14 @@ class AuthStep:
         policy = self._policy(request)
         if policy.open:
             return await then(request, handler)
-        address = self._failures.client_of(request)
-        blocked_until = self._blocked.get(address)
-        if blocked_until is not None:
-            wait = blocked_until - time.monotonic()
-            if wait > 0:
-                return self._too_many(request, wait)
-            del self._blocked[address]
+        if self._blocked:  # some address is over its failure limit (finding the address costs µs)
+            address = self._failures.client_of(request)
+            blocked_until = self._blocked.get(address)
+            if blocked_until is not None:
+                wait = blocked_until - time.monotonic()
+                if wait > 0:
+                    return self._too_many(request, wait)
+                del self._blocked[address]
         header = request.headers.get("Authorization", "")
         credential = header[7:].strip() if header[:7].lower() == "bearer " else ""
         principal: Principal | None = None
@@ -145,7 +146,7 @@ class AuthStep:
                         request, 503, "ServiceUnavailableError", "cannot check credentials now"
                     )
         if principal is None:
-            return await self._unauthorised(request, address, bool(credential))
+            return await self._unauthorised(request, self._failures.client_of(request), bool(credential))
         if policy.scope is not None and not principal.has(policy.scope):
             return error_response(
                 request, 403, "ForbiddenError", f"this credential lacks the {policy.scope} scope"
