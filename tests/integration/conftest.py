@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from wallet.auth.issue import issue_key
+from wallet.bootstrap import Api, start_api
 from wallet.config import Settings
-from wallet.http.app import create_app
 from wallet.persistence.api_key_store import ApiKeyRecord, ApiKeyStore
 from wallet.service import WalletService
 
@@ -46,16 +46,37 @@ def auth_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def auth_service(auth_settings: Settings) -> AsyncIterator[WalletService]:
-    svc = WalletService(auth_settings, name="test-auth")
-    await svc.start(run_migrations=False)
-    yield svc
-    await svc.stop()
+async def start_auth_api(
+    aiohttp_client: Any,
+) -> AsyncIterator[Callable[..., Awaitable[tuple[Api, TestClient]]]]:
+    """``await start_auth_api(settings, name)``: another API instance and its client, as
+    ``wallet serve`` builds them (stopped at the end of the test)."""
+    started: list[Api] = []
+
+    async def start(settings: Settings, name: str) -> tuple[Api, TestClient]:
+        api = await start_api(settings, name=name, run_migrations=False)
+        started.append(api)
+        return api, await aiohttp_client(api.app)
+
+    yield start
+    for api in reversed(started):
+        await api.stop()
 
 
 @pytest.fixture
-async def auth_client(aiohttp_client: Any, auth_service: WalletService) -> TestClient:
-    return await aiohttp_client(create_app(auth_service))
+async def auth_api(auth_settings: Settings, start_auth_api: Any) -> tuple[Api, TestClient]:
+    api_and_client: tuple[Api, TestClient] = await start_auth_api(auth_settings, "test-auth")
+    return api_and_client
+
+
+@pytest.fixture
+def auth_service(auth_api: tuple[Api, TestClient]) -> WalletService:
+    return auth_api[0].service
+
+
+@pytest.fixture
+def auth_client(auth_api: tuple[Api, TestClient]) -> TestClient:
+    return auth_api[1]
 
 
 IssueKey = Callable[..., Awaitable[Key]]

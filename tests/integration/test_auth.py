@@ -14,9 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.integration.conftest import Key
 from wallet.auth.principal import SCOPES
-from wallet.http.app import create_app
 from wallet.persistence.api_key_store import ApiKeyStore
-from wallet.service import WalletService
 
 
 def wid(prefix: str = "a") -> str:
@@ -209,35 +207,30 @@ async def test_a_cached_key_costs_no_database_round_trip_per_request(auth_client
 
 
 async def test_revocation_and_expiry_are_seen_by_a_second_instance_within_a_second(
-    aiohttp_client, auth_settings, auth_service, auth_client, issue
+    start_auth_api, auth_settings, auth_service, auth_client, issue
 ):
-    second = WalletService(auth_settings, name="test-auth-b")
-    await second.start(run_migrations=False)
-    try:
-        other = await aiohttp_client(create_app(second))
-        key = await issue(["wallets:read"])
-        soon = await issue(["wallets:read"], days=1.5 / 86400)  # expires in 1.5 s
-        path = f"/v1/wallet/{wid()}"
-        for client in (auth_client, other):  # both instances have the keys cached
-            for k in (key, soon):
-                assert (await client.get(path, headers=k.headers)).status == 404
-        revoked_at = time.monotonic()
-        assert await ApiKeyStore(second.pool).revoke(key.record.id)  # (what `wallet keys revoke` runs)
-        seen: dict[int, float] = {}
+    second, other = await start_auth_api(auth_settings, "test-auth-b")
+    key = await issue(["wallets:read"])
+    soon = await issue(["wallets:read"], days=1.5 / 86400)  # expires in 1.5 s
+    path = f"/v1/wallet/{wid()}"
+    for client in (auth_client, other):  # both instances have the keys cached
+        for k in (key, soon):
+            assert (await client.get(path, headers=k.headers)).status == 404
+    revoked_at = time.monotonic()
+    assert await ApiKeyStore(second.service.pool).revoke(key.record.id)  # (what `wallet keys revoke` runs)
+    seen: dict[int, float] = {}
 
-        async def refused_everywhere() -> bool:
-            for n, client in enumerate((auth_client, other)):
-                if n not in seen and (await client.get(path, headers=key.headers)).status == 401:
-                    seen[n] = time.monotonic() - revoked_at
-            return len(seen) == 2
+    async def refused_everywhere() -> bool:
+        for n, client in enumerate((auth_client, other)):
+            if n not in seen and (await client.get(path, headers=key.headers)).status == 401:
+                seen[n] = time.monotonic() - revoked_at
+        return len(seen) == 2
 
-        await wait_until_async(refused_everywhere, 3.0)
-        assert max(seen.values()) < 1.0, seen
-        await asyncio.sleep(max(0.0, 1.6 - (time.monotonic() - revoked_at)))
-        for client in (auth_client, other):
-            assert (await client.get(path, headers=soon.headers)).status == 401
-    finally:
-        await second.stop()
+    await wait_until_async(refused_everywhere, 3.0)
+    assert max(seen.values()) < 1.0, seen
+    await asyncio.sleep(max(0.0, 1.6 - (time.monotonic() - revoked_at)))
+    for client in (auth_client, other):
+        assert (await client.get(path, headers=soon.headers)).status == 401
 
 
 async def wait_until_async(condition: Any, timeout: float) -> None:
@@ -247,19 +240,14 @@ async def wait_until_async(condition: Any, timeout: float) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_failed_authentications_are_rate_limited_per_address(aiohttp_client, auth_settings, issue):
+async def test_failed_authentications_are_rate_limited_per_address(start_auth_api, auth_settings, issue):
     settings = replace(auth_settings, auth_failure_rate_limit="3/minute", rate_limit_trust_forwarded=True)
-    service = WalletService(settings, name="test-auth-fail")
-    await service.start(run_migrations=False)
-    try:
-        client = await aiohttp_client(create_app(service))
-        key = await issue(["*"])
-        attacker = {"X-Forwarded-For": "203.0.113.7", "Authorization": "Bearer wk_000000000000_guess"}
-        statuses = [(await client.get("/v1/wallet/x", headers=attacker)).status for _ in range(4)]
-        assert statuses == [401, 401, 401, 429]
-        response = await client.get("/v1/wallet/x", headers={**key.headers, "X-Forwarded-For": "203.0.113.7"})
-        assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
-        honest = {**key.headers, "X-Forwarded-For": "198.51.100.1"}
-        assert (await client.get("/v1/wallet/x", headers=honest)).status == 404
-    finally:
-        await service.stop()
+    _, client = await start_auth_api(settings, "test-auth-fail")
+    key = await issue(["*"])
+    attacker = {"X-Forwarded-For": "203.0.113.7", "Authorization": "Bearer wk_000000000000_guess"}
+    statuses = [(await client.get("/v1/wallet/x", headers=attacker)).status for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
+    response = await client.get("/v1/wallet/x", headers={**key.headers, "X-Forwarded-For": "203.0.113.7"})
+    assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
+    honest = {**key.headers, "X-Forwarded-For": "198.51.100.1"}
+    assert (await client.get("/v1/wallet/x", headers=honest)).status == 404

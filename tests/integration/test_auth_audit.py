@@ -13,9 +13,7 @@ import jwt
 
 from tests.integration.conftest import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, Key
 from wallet.domain.saga import SagaState
-from wallet.http.app import create_app
 from wallet.persistence.saga_store import SagaRecord
-from wallet.service import WalletService
 
 
 def wid() -> str:
@@ -57,18 +55,13 @@ async def test_two_principals_with_the_same_request_id_both_take_effect(auth_cli
     assert await db.fetchval("SELECT balance FROM wallets WHERE id = $1", target) == 200
 
 
-async def test_rate_limits_count_per_principal(aiohttp_client, auth_settings, issue):
+async def test_rate_limits_count_per_principal(start_auth_api, auth_settings, issue):
     settings = replace(auth_settings, rate_limit_enabled=True, rate_limit_default="3/minute")
-    service = WalletService(settings, name="test-auth-rl")
-    await service.start(run_migrations=False)
-    try:
-        client = await aiohttp_client(create_app(service))
-        alice, bob = await issue(["*"]), await issue(["*"])
-        statuses = [(await client.get(f"/v1/wallet/{wid()}", headers=alice.headers)).status for _ in range(4)]
-        assert statuses == [404, 404, 404, 429]
-        assert (await client.get(f"/v1/wallet/{wid()}", headers=bob.headers)).status == 404
-    finally:
-        await service.stop()
+    _, client = await start_auth_api(settings, "test-auth-rl")
+    alice, bob = await issue(["*"]), await issue(["*"])
+    statuses = [(await client.get(f"/v1/wallet/{wid()}", headers=alice.headers)).status for _ in range(4)]
+    assert statuses == [404, 404, 404, 429]
+    assert (await client.get(f"/v1/wallet/{wid()}", headers=bob.headers)).status == 404
 
 
 async def test_every_kind_of_event_records_its_actor_and_request_id(auth_client, auth_service, issue, db):

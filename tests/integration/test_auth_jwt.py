@@ -19,8 +19,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.integration.conftest import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET
-from wallet.http.app import create_app
-from wallet.service import WalletService
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
@@ -120,13 +118,11 @@ async def identity_provider(aiohttp_server: Any) -> Any:
 
 
 @pytest.fixture
-async def idp_client(aiohttp_client, auth_settings, identity_provider) -> Any:
+async def idp_client(start_auth_api, auth_settings, identity_provider) -> Any:
     # The JWKS only: no HS256 secret, so an HS256 token cannot be accepted whatever its key.
     settings = replace(auth_settings, auth_jwks_url=identity_provider.url, auth_jwt_secret="")
-    service = WalletService(settings, name="test-auth-idp")
-    await service.start(run_migrations=False)
-    yield await aiohttp_client(create_app(service))
-    await service.stop()
+    _, client = await start_auth_api(settings, "test-auth-idp")
+    return client
 
 
 async def test_an_rs256_token_from_the_jwks_is_accepted_and_cached(
