@@ -7,13 +7,16 @@ import asyncio
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from openapi_spec_validator import validate
 
 from tests.integration.edges import serving
+from wallet.auth.issue import issue_key
 from wallet.http.openapi import SPEC_URL, UI_PATH
+from wallet.persistence.api_key_store import ApiKeyStore
 
 ROOT = str(Path(__file__).resolve().parents[2])
 HOOKS = "tests.integration.schemathesis_hooks"
@@ -58,7 +61,17 @@ async def test_the_document_is_valid_and_covers_every_route(settings):
         assert paths["/health/ready"]["get"]["responses"]["503"]["schema"] == {
             "$ref": "#/definitions/HealthResponse"
         }
-        assert paths["/metrics"]["get"]["produces"] == ["text/plain"]
+        # Text, or the JSON error body when the credential is refused.
+        assert paths["/metrics"]["get"]["produces"] == ["text/plain", "application/json"]
+        # Security (Swagger UI's Authorize button): a bearer credential everywhere but the open routes.
+        assert document["securityDefinitions"]["bearer"]["name"] == "Authorization"
+        assert document["security"] == [{"bearer": []}]
+        assert paths["/health/live"]["get"]["security"] == [] == paths["/health/ready"]["get"]["security"]
+        assert "security" not in paths["/health"]["get"] and "401" in paths["/health"]["get"]["responses"]
+        for code in ("401", "403"):
+            assert paths["/v1/wallet/{id}/deposit"]["post"]["responses"][code]["schema"] == {
+                "$ref": "#/definitions/ErrorResponse"
+            }
 
 
 async def test_swagger_ui_is_served_beside_the_document(settings):
@@ -86,9 +99,13 @@ expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
 async def test_schemathesis_covers_every_operation_with_every_check(settings, tmp_path):
     """The schemathesis CLI as a user runs it: every phase that needs no links (examples,
     coverage, fuzzing), every check (``--checks all``): no 5xx, no undocumented status or header,
-    no schema-violating request accepted, no schema-valid one refused."""
+    no schema-violating request accepted, no schema-valid one refused. Authentication is on: it
+    sends an API key with every scope, and its auth checks find every secured operation refused
+    without it or with a made-up one."""
     (tmp_path / "schemathesis.toml").write_text(CONFIG)
-    async with serving(settings, "fuzz") as (_, client):
+    settings = replace(settings, auth_enabled=True, auth_failure_rate_limit="1000000/minute")
+    async with serving(settings, "fuzz") as (service, client):
+        _, token = await issue_key(ApiKeyStore(service.pool), "schemathesis", ["*"], ["*"])
         base_url = str(client.make_url("")).rstrip("/")
         document = await _document(client)
         operations = sum(len(item) for item in document["paths"].values())
@@ -98,6 +115,7 @@ async def test_schemathesis_covers_every_operation_with_every_check(settings, tm
             *("--checks", "all", "--phases", "examples,coverage,fuzzing", "--max-examples", "5"),
             *("--workers", "1", "--suppress-health-check", "all", "--generation-deterministic"),
             *("--request-timeout", "10", "--no-color"),
+            *("--header", f"Authorization: Bearer {token}"),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             cwd=tmp_path,  # its schemathesis.toml

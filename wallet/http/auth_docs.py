@@ -37,3 +37,6 @@ def document_security(app: web.Application) -> None:
                 op["security"] = []
             else:
                 op["responses"] = {**AUTH_RESPONSES, **op["responses"]}
+                produces = op.get("produces")
+                if produces is not None and "application/json" not in produces:
+                    op["produces"] = [*produces, "application/json"]  # the refusals' body (/metrics)
