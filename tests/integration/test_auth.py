@@ -119,6 +119,23 @@ async def test_each_cause_of_401(auth_client, auth_service, issue):
         assert body["error"] == "UnauthorizedError", cause
         assert key.token[16:] not in await response.text()
     assert (await auth_client.get(path, headers=key.headers)).status == 404  # the valid key: no such wallet
+    # Bytes that are not UTF-8, a huge token: still a 401 with the error body, never a 5xx.
+    for value in (
+        b"Bearer wk_" + key.record.id.encode() + b"_\xff\xfe\x80",
+        b"Bearer \xff.\xfe.\x80",
+        b"Bearer " + b"a." * 3000,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", auth_client.server.port)
+        writer.write(
+            b"GET "
+            + path.encode()
+            + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: "
+            + value
+            + b"\r\n\r\n"
+        )
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 401") and b"UnauthorizedError" in answer, answer[:200]
 
 
 async def test_a_wallet_outside_the_patterns_is_404_exactly_like_a_missing_one(

@@ -61,3 +61,9 @@ def test_tokens_carry_their_key_id_and_only_the_hash_checks_them():
         "xx_0123456789ab_s",
     ):
         assert key_id_of(bad) is None, bad
+
+
+def test_hostile_token_text_never_raises():
+    for token in ("wk_0123456789ab_\udcff\udcfe", "wk_0123456789ab_é" * 100, "wk_0123456789ab_\x00"):
+        assert key_id_of(token) == "0123456789ab"
+        assert not matches(token, secret_hash("wk_0123456789ab_other"))

@@ -26,7 +26,8 @@ def new_token(key_id: str) -> str:
 
 
 def secret_hash(token: str) -> bytes:
-    return hashlib.sha256(token[_SECRET_START:].encode()).digest()
+    # surrogateescape: a header's undecodable bytes arrive as lone surrogates; hash them, never raise
+    return hashlib.sha256(token[_SECRET_START:].encode("utf-8", "surrogateescape")).digest()
 
 
 def key_id_of(token: str) -> str | None:
