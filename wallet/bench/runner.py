@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import sys
@@ -31,6 +30,7 @@ from wallet.bench.services import (
     with_database,
 )
 from wallet.bench.wrk import WrkResult, finish_wrk, start_wrk
+from wallet.client import RetryPolicy, WalletClient, WalletError
 from wallet.config import Settings
 from wallet.persistence.api_key_store import ApiKeyStore
 
@@ -41,10 +41,11 @@ ROUTER_PORT = 10  # their router, and its metrics at +11
 ROUTED_CEILING_PORT = 12  # the router in front of the ceiling, and its metrics at +13
 WARMUP_S = 2.0
 CENT = Decimal("0.01")
-JSON_HEADERS = {"Content-Type": "application/json"}
 DEPOSIT_CENT = '{"amount": 0.01}'
 TRANSFER_WALLETS = 100
 TRANSFER_FUNDING = Decimal(1000)
+# Funding and checks: a loaded service may answer 503 for a moment; a minute covers it.
+CLIENT_RETRY = RetryPolicy(deadline=60.0, attempt_timeout=20.0)
 
 Kind = Literal["post", "get"]
 # Which ceiling each service workload is compared with.
@@ -205,8 +206,9 @@ class ServiceBench:
         self.opts = opts
         self.target = target
         self.auth_args = {"auth": credential} if credential else {}
-        self.auth_headers = {"Authorization": f"Bearer {credential}"} if credential else {}
-        self.session = session
+        # Funding and checks go through the package's client (retries with the same key, exact
+        # Decimal amounts); the measured load is wrk's.
+        self.wallets = WalletClient(target.base_url, api_key=credential, session=session, retry=CLIENT_RETRY)
         self.db_url = db_url
         self.runid = secrets.token_hex(4)
         self.spread_prefix = f"s-{self.runid}-"
@@ -292,24 +294,21 @@ class ServiceBench:
 
     async def deposit_all(self, wallets: list[str], amount: Decimal) -> None:
         limit = asyncio.Semaphore(self.opts.connections)
-        body = f'{{"amount": {amount}}}'
 
         async def deposit(wallet: str) -> None:
-            url = f"{self.target.base_url}/v1/wallet/{wallet}/deposit"
-            headers = JSON_HEADERS | self.auth_headers
-            async with limit, self.session.post(url, data=body, headers=headers) as resp:
-                if resp.status != 200:
-                    raise BenchError(f"funding {wallet}: HTTP {resp.status} {await resp.text()}")
+            async with limit:
+                try:  # one key per wallet and run: funding twice cannot fund twice
+                    await self.wallets.deposit(wallet, amount, request_id=f"fund-{wallet}")
+                except WalletError as exc:
+                    raise BenchError(f"funding {wallet}: {exc}") from exc
 
         await asyncio.gather(*map(deposit, wallets))
 
     async def balance(self, wallet: str) -> Decimal:
-        url = f"{self.target.base_url}/v1/wallet/{wallet}"
-        async with self.session.get(url, headers=self.auth_headers) as resp:
-            text = await resp.text()
-            if resp.status != 200:
-                raise BenchError(f"reading {wallet}: HTTP {resp.status} {text}")
-        return Decimal(str(json.loads(text, parse_float=Decimal)["balance"]))
+        try:
+            return await self.wallets.balance(wallet)
+        except WalletError as exc:
+            raise BenchError(f"reading {wallet}: {exc}") from exc
 
     async def spread_sum(self) -> Decimal:
         """Sum of the spread wallets' balances, read from PostgreSQL (BIGINT minor units)."""
