@@ -1,15 +1,19 @@
 """wallet.client against the real service (a subprocess on real PostgreSQL, Redis, RabbitMQ): every
-method, key replays, no retry of a client error, calls that end at their deadline, and a transfer
-that retries through a SIGKILL and a restart of the service yet happens once."""
+method, key replays, no retry of a client error (401 and 403 included), calls that end at their
+deadline, a transfer that retries through a SIGKILL and a restart of the service yet happens once,
+and the bench's funding and checks. Authentication is on, with keys issued by ``wallet keys``."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -17,13 +21,17 @@ import aiohttp
 import pytest
 
 from tests.e2e.service_process import ServiceProcess
+from wallet.bench.runner import BenchError, Options, ServiceBench
+from wallet.bench.services import Target
 from wallet.client import (
     BalanceNotZeroError,
     DeadlineExceededError,
+    ForbiddenError,
     IdempotencyKeyReuseError,
     InsufficientFundsError,
     RetryPolicy,
     TransferNotFoundError,
+    UnauthorizedError,
     ValidationError,
     WalletClient,
     WalletNotActiveError,
@@ -55,13 +63,50 @@ def live_settings(database_url: str, event_stream: dict[str, Any], run_id: str) 
     )
 
 
+AUTH_ON = {"AUTH_ENABLED": "true"}
+
+
+@dataclass(frozen=True)
+class Live:
+    base: str
+    key: str  # every scope, every wallet
+    reader: str  # wallets:read only
+
+
+def issue_keys(database_url: str, *keys: tuple[str, str]) -> list[str]:
+    """API keys (name, scopes) issued as an operator would, by ``wallet keys create`` (side by
+    side): each secret is the last line of its output."""
+    env = os.environ | {"DATABASE_URL": database_url}
+    create = [sys.executable, "-m", "wallet", "keys", "create"]
+    running = [
+        subprocess.Popen(
+            [*create, "--name", name, "--scopes", scopes, "--wallets", "*"],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name, scopes in keys
+    ]
+    secrets = []
+    for process in running:
+        out, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, out
+        secrets.append(out.strip().splitlines()[-1])
+    return secrets
+
+
 @pytest.fixture(scope="module")
-def live(live_settings: Settings) -> Iterator[str]:
-    """One service process for the module's method tests: its base URL."""
-    service = ServiceProcess(live_settings)
+def live(live_settings: Settings) -> Iterator[Live]:
+    """One service process, authentication on, for the module's method tests, and two keys."""
+    service = ServiceProcess(live_settings, **AUTH_ON)
     asyncio.run(service.start())
-    yield service.base
-    stop(service)
+    try:
+        key, reader = issue_keys(
+            live_settings.database_url, ("client-live", "*"), ("client-live-reader", "wallets:read")
+        )
+        yield Live(service.base, key, reader)
+    finally:
+        stop(service)
 
 
 class Counting:
@@ -79,7 +124,7 @@ class Counting:
 
 async def test_every_method_against_the_live_service(live):
     alice, bob = new_id("tenant:alice"), new_id()
-    async with WalletClient(live, retry=FAST) as c:
+    async with WalletClient(live.base, api_key=live.key, retry=FAST) as c:
         first = await c.deposit(alice, Decimal("100.10"))
         assert first.balance == Decimal("100.10") and not first.replayed
         assert (await c.deposit(alice, "0.90")).balance == Decimal("101.00")
@@ -145,7 +190,7 @@ async def test_every_method_against_the_live_service(live):
 
 async def test_fraud_alerts_are_listed(live, fraud_worker):
     big = new_id()
-    async with WalletClient(live, retry=FAST) as c:
+    async with WalletClient(live.base, api_key=live.key, retry=FAST) as c:
         await c.deposit(big, 20000)
         await c.withdraw(big, "10000.01")
         deadline = time.monotonic() + 10
@@ -160,7 +205,7 @@ async def test_fraud_alerts_are_listed(live, fraud_worker):
 
 async def test_a_key_replay_is_reported_as_such(live):
     wallet = new_id()
-    async with WalletClient(live, retry=FAST) as c:
+    async with WalletClient(live.base, api_key=live.key, retry=FAST) as c:
         once = await c.deposit(wallet, 10, request_id=f"dep-{wallet}")
         again = await c.deposit(wallet, 10, request_id=f"dep-{wallet}")
         assert (once.replayed, again.replayed) == (False, True)
@@ -182,7 +227,10 @@ async def test_a_key_replay_is_reported_as_such(live):
 async def test_client_errors_are_not_retried(live):
     wallet = new_id()
     counting = Counting()
-    async with counting.session, WalletClient(live, session=counting.session, retry=FAST) as c:
+    async with (
+        counting.session,
+        WalletClient(live.base, api_key=live.key, session=counting.session, retry=FAST) as c,
+    ):
         await c.deposit(wallet, 5)
         for call, raised in (
             (c.withdraw(wallet, 6), InsufficientFundsError),  # 422
@@ -196,17 +244,55 @@ async def test_client_errors_are_not_retried(live):
     assert counting.session.closed
 
 
+async def test_401_and_403_raise_their_exceptions_at_once_and_never_show_the_key(live):
+    wallet = new_id()
+    counting = Counting()
+    async with counting.session:
+        async with WalletClient(live.base, api_key=live.key, session=counting.session) as owner:
+            await owner.deposit(wallet, 5)
+        for api_key, call, raised in (
+            ("not-a-key", "wallet", UnauthorizedError),
+            (None, "wallet", UnauthorizedError),
+            (live.reader, "deposit", ForbiddenError),  # wallets:read only
+        ):
+            async with WalletClient(live.base, api_key=api_key, session=counting.session, retry=FAST) as c:
+                counting.sent.clear()
+                with pytest.raises(raised) as caught:
+                    await (c.wallet(wallet) if call == "wallet" else c.deposit(wallet, 1))
+                assert len(counting.sent) == 1, counting.sent
+                assert caught.value.status == (401 if raised is UnauthorizedError else 403)
+                assert caught.value.request_id is not None
+                for shown in (str(caught.value), repr(caught.value.body), repr(c)):
+                    assert live.key not in shown and live.reader not in shown
+        async with WalletClient(live.base, api_key=live.reader, session=counting.session) as reader:
+            assert await reader.balance(wallet) == 5  # the scope it has
+
+
+async def test_the_bench_funds_and_checks_through_the_client(live, live_settings):
+    async with aiohttp.ClientSession() as session:
+        bench = ServiceBench(Options(connections=4), Target(live.base, ()), session, "", live.key)
+        wallets = [f"{bench.spread_prefix}{k}" for k in range(6)]
+        await bench.deposit_all(wallets, Decimal("2.50"))
+        await bench.deposit_all(wallets, Decimal("2.50"))  # the same keys: funded once
+        assert [await bench.balance(w) for w in wallets] == [Decimal("2.50")] * 6
+        with pytest.raises(BenchError, match="WalletNotFoundError"):
+            await bench.balance(new_id())
+
+
 async def test_a_transfer_retried_through_a_sigkill_and_restart_happens_once(live, live_settings):
     """The service SIGKILLs itself after the debit (fault injection). The call retries through the
     outage; meanwhile the same key on another instance drives the saga on at once (issue 11: a
     retry finishes what nobody is driving; recovery is the last resort). Restarted, the service
     answers the first call with the recorded outcome: one debit, one credit."""
     source, dest, key = new_id(), new_id(), f"t-{uuid.uuid4()}"
-    crashing = ServiceProcess(live_settings, WALLET_FAULT_CRASH_AFTER_DEBIT="1")
-    restarted = ServiceProcess(live_settings, crashing.port)
+    crashing = ServiceProcess(live_settings, WALLET_FAULT_CRASH_AFTER_DEBIT="1", **AUTH_ON)
+    restarted = ServiceProcess(live_settings, crashing.port, **AUTH_ON)
     try:
         await crashing.start()
-        async with WalletClient(crashing.base, retry=FAST) as c, WalletClient(live, retry=FAST) as other:
+        async with (
+            WalletClient(crashing.base, api_key=live.key, retry=FAST) as c,
+            WalletClient(live.base, api_key=live.key, retry=FAST) as other,
+        ):
             await c.deposit(source, 100)
             call = asyncio.create_task(c.transfer(source, dest, 30, request_id=key, deadline=30))
             assert await crashing.wait() == -signal.SIGKILL
