@@ -193,6 +193,13 @@ async def test_every_route_of_a_wallet_reaches_its_owner(cluster: Cluster) -> No
                 assert instance == owner, (method, path, instance, owner)
     # Both instances own wallets: the hash spreads them.
     assert all(owned.values())
+    # The credential is never part of the hash: whoever asks, a wallet has one owner.
+    for owner, wallet_ids in owned.items():
+        for k in range(6):
+            headers = {"Authorization": f"Bearer key-{k}-{uuid.uuid4().hex}"}
+            url = f"{cluster.router.base_url}/v1/wallet/{wallet_ids[0]}/history"
+            async with cluster.session.get(url, headers=headers) as resp:
+                assert resp.headers.get("X-Wallet-Instance") == owner
 
 
 async def test_hot_and_spread_load_meet_in_one_actor_per_wallet(cluster: Cluster) -> None:
