@@ -294,14 +294,18 @@ async def test_killed_instance_loses_nothing_and_comes_back_without_stale_reads(
 
     retries_before = cluster.retries
     clients = [asyncio.create_task(client()) for _ in range(16)]
-    await asyncio.sleep(1.5)
-    assert deposited, "no load before the kill"
-    victim.process.send_signal(signal.SIGKILL)  # mid-load
-    killed_at = time.monotonic()
-    taken_out = await cluster.router.wait_until({"api1": "DOWN"})
-    await asyncio.sleep(2.0)
-    stop.set()
-    await asyncio.gather(*clients)
+    try:
+        await asyncio.sleep(1.5)
+        assert deposited, "no load before the kill"
+        victim.process.send_signal(signal.SIGKILL)  # mid-load
+        killed_at = time.monotonic()
+        taken_out = await cluster.router.wait_until({"api1": "DOWN"})
+        await asyncio.sleep(2.0)
+        stop.set()
+        await asyncio.gather(*clients)
+    finally:  # a failure above must not leave clients running into the next test
+        for task in clients:
+            task.cancel()
     assert await victim.wait() == -signal.SIGKILL
     retried = cluster.retries - retries_before
     print(
@@ -410,12 +414,16 @@ async def test_a_draining_instance_is_taken_out_without_losing_requests(cluster:
             acknowledged.append(100)
 
     clients = [asyncio.create_task(client()) for _ in range(8)]
-    await asyncio.sleep(1.0)
-    draining.process.send_signal(signal.SIGTERM)
-    taken_out = await cluster.router.wait_until({"api2": "DOWN"}, within_s=5)
-    await asyncio.sleep(1.0)
-    stop.set()
-    await asyncio.gather(*clients)
+    try:
+        await asyncio.sleep(1.0)
+        draining.process.send_signal(signal.SIGTERM)
+        taken_out = await cluster.router.wait_until({"api2": "DOWN"}, within_s=5)
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.gather(*clients)
+    finally:
+        for task in clients:
+            task.cancel()
     assert await draining.wait() == 0
     print(f"api2 marked down {taken_out:.1f}s after SIGTERM")
     for wallet_id in owned["api2"]:
