@@ -100,8 +100,11 @@ class Settings:
     outbox_backoff_initial_seconds: float = 0.1
     outbox_backoff_max_seconds: float = 30.0
     # Fraud worker: its queue (the DLQ is "<queue>.dlq"), prefetch, retries with growing delays.
+    # It handles the messages in hand as one batch of at most ``fraud_batch_size``; a prefetch of
+    # twice that lets the next batch arrive while one is being processed.
     fraud_queue: str = "fraud_detection"
-    fraud_prefetch: int = 32
+    fraud_prefetch: int = 1000
+    fraud_batch_size: int = 500
     fraud_max_retries: int = 3
     fraud_retry_base_seconds: float = 1.0
     # Rules: HIGH_VALUE_TRANSACTION above this amount (major units); RAPID_WITHDRAWALS when more
@@ -116,6 +119,10 @@ class Settings:
     fraud_alert_queue: str = "fraud_auto_freeze"
     # Processed-event records and the rules' window are kept this long.
     fraud_state_retention_seconds: float = 7 * 24 * 3600.0
+    # The worker's /health and /metrics port (0: none); /health answers 503 "lagging" when the
+    # oldest event not yet processed is older than the threshold.
+    fraud_worker_port: int = 0
+    fraud_lag_threshold_seconds: float = 10.0
     # Whether DATABASE_URL, REDIS_URL, RABBITMQ_URL were set (non-empty); `wallet serve` runs an
     # embedded stand-in for each one that was not (wallet/embedded.py), kept under ``data_dir``.
     database_url_given: bool = True

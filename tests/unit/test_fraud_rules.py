@@ -17,7 +17,9 @@ from wallet.fraud.rules import (
     RuleConfig,
     Severity,
     evaluate,
+    evaluate_batch,
     high_value,
+    neighbours_needed,
     rapid_withdrawals,
     remembered,
     window_bounds,
@@ -208,6 +210,66 @@ def test_alerts_do_not_depend_on_arrival_order(offsets, rapid_count, window, see
         alerts = rapid_withdrawals(m, seen, config)
         assert all(a.event == m for a in alerts)
         seen.append(m)
+
+
+def _neighbours(known: list[Movement], new: list[Movement], config: RuleConfig) -> list[Movement]:
+    """What the store reads for a batch: around each new withdrawal, the ``neighbours_needed``
+    nearest known ones of its wallet on either side within the window."""
+    n, window, picked = neighbours_needed(config), config.rapid_window, {}
+    for m in new:
+        same = sorted((k for k in known if k.wallet_id == m.wallet_id), key=lambda k: k.order)
+        before = [k for k in same if k.order < m.order and k.occurred_at >= m.occurred_at - window]
+        after = [k for k in same if k.order > m.order and k.occurred_at <= m.occurred_at + window]
+        for k in before[-n:] + after[:n] if n else []:
+            picked[k.event_id] = k
+    return list(picked.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    offsets=st.lists(st.integers(min_value=0, max_value=900), min_size=1, max_size=16),
+    wallets=st.lists(st.sampled_from(["w1", "w2"]), min_size=16, max_size=16),
+    batches=st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=16),
+    rapid_count=st.integers(min_value=0, max_value=4),
+    window=st.integers(min_value=0, max_value=400),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_batches_in_any_order_raise_the_brute_force_alerts_from_the_nearest_neighbours(
+    offsets, wallets, batches, rapid_count, window, seed
+):
+    """Events arriving in batches of any size and order, each batch seeing only the nearest
+    remembered withdrawals: the alerted set is the brute-force one; an alert raised for the first
+    time carries the full count; high-value alerts are per event."""
+    config = RuleConfig(
+        rapid_count=rapid_count, rapid_window=timedelta(seconds=window), high_value_threshold=400
+    )
+    ms = [
+        movement(amount=s, seconds=s, version=v + 2, wallet_id=wallets[v])
+        for v, s in enumerate(sorted(offsets))
+    ]
+    arrival = ms[:]
+    random.Random(seed).shuffle(arrival)
+    seen: list[Movement] = []
+    raised: set[tuple[str, Rule]] = set()
+    sizes = iter(batches * len(ms))
+    while arrival:
+        size = next(sizes)
+        batch, arrival = arrival[:size], arrival[size:]
+        for alert in evaluate_batch(batch, _neighbours(seen, batch, config), config):
+            key = (alert.event.event_id, alert.rule)
+            if alert.rule is Rule.RAPID_WITHDRAWALS and key not in raised:
+                reference = [a for m in batch for a in rapid_withdrawals(m, seen + batch, config)]
+                full = next(a for a in reference if a.event.event_id == alert.event.event_id)
+                assert alert.details["eventIds"] == full.details["eventIds"]
+                counted, count = alert.details["count"], full.details["count"]
+                assert rapid_count < counted <= count  # a lower bound, exact up to rapid_count + 2
+                assert counted == count or counted >= rapid_count + 2
+            raised.add(key)
+        seen += batch
+    rapid = {e for e, r in raised if r is Rule.RAPID_WITHDRAWALS}
+    expected = set().union(*(_reference([m for m in ms if m.wallet_id == w], config) for w in ("w1", "w2")))
+    assert rapid == expected
+    assert {e for e, r in raised if r is Rule.HIGH_VALUE_TRANSACTION} == {m.event_id for m in ms if m.amount > 400}
 
 
 @given(

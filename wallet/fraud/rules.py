@@ -11,6 +11,12 @@ When an event arrives, every withdrawal whose trailing window it belongs to is r
 late (redelivered, retried) event still raises the alert for the withdrawal it makes rapid; the
 alert store keeps one alert per (event, rule), so re-raising an existing alert changes nothing.
 With in-order delivery only the new event can be affected, which is the usual case.
+
+The worker evaluates a batch of events at once (``evaluate_batch``): the rapid rule then needs,
+around each new withdrawal, only its ``rapid_count + 1`` nearest remembered withdrawals on either
+side within the window (``neighbours_needed``), however many the wallet made: every withdrawal
+with more than ``rapid_count`` remembered ones before it in its window was alerted already, and
+a withdrawal that was not has all of its window's withdrawals among those neighbours.
 """
 
 from __future__ import annotations
@@ -165,22 +171,75 @@ def rapid_withdrawals(movement: Movement, activity: Iterable[Movement], config: 
             if m.order <= candidate.order and m.occurred_at >= candidate.occurred_at - window
         ]
         if len(trailing) > config.rapid_count:
-            seconds = window.total_seconds()
-            shown = trailing[-(config.rapid_count + 1) :]
-            alerts.append(
-                Alert(
-                    Rule.RAPID_WITHDRAWALS,
-                    config.severity(Rule.RAPID_WITHDRAWALS),
-                    candidate,
-                    f"{len(trailing)} withdrawals within {seconds:g} s (more than {config.rapid_count})",
-                    {
-                        "count": len(trailing),
-                        "limit": config.rapid_count,
-                        "windowSeconds": seconds,
-                        "eventIds": [m.event_id for m in shown],
-                    },
-                )
-            )
+            alerts.append(_rapid_alert(candidate, trailing, config))
+    return alerts
+
+
+def neighbours_needed(config: RuleConfig) -> int:
+    """How many remembered withdrawals ``evaluate_batch`` needs on each side of a new one."""
+    return config.rapid_count + 1
+
+
+def _rapid_alert(candidate: Movement, trailing: list[Movement], config: RuleConfig) -> Alert:
+    seconds = config.rapid_window.total_seconds()
+    shown = trailing[-(config.rapid_count + 1) :]
+    return Alert(
+        Rule.RAPID_WITHDRAWALS,
+        config.severity(Rule.RAPID_WITHDRAWALS),
+        candidate,
+        f"{len(trailing)} withdrawals within {seconds:g} s (more than {config.rapid_count})",
+        {
+            "count": len(trailing),
+            "limit": config.rapid_count,
+            "windowSeconds": seconds,
+            "eventIds": [m.event_id for m in shown],
+        },
+    )
+
+
+def rapid_withdrawals_batch(
+    new: Iterable[Movement], known: Iterable[Movement], config: RuleConfig
+) -> list[Alert]:
+    """The alerts of every withdrawal whose trailing window holds one of ``new`` and more than
+    ``rapid_count`` withdrawals: the union of ``rapid_withdrawals`` over ``new`` in any order.
+
+    ``known``: the remembered withdrawals of the same wallets, at least the
+    ``neighbours_needed`` nearest ones on either side of each new one within the window.
+    An alert's ``count`` is then exact up to ``rapid_count + 2`` and a lower bound beyond (a hot
+    wallet's window may hold thousands); its ``eventIds`` (the last ``rapid_count + 1``) are exact.
+    One pass per wallet over its sorted withdrawals (the window's start moves forward only).
+    """
+    window = config.rapid_window
+    fresh = {m.event_id: m for m in new if m.event_type in RAPID_EVENT_TYPES}
+    by_wallet: dict[str, dict[str, Movement]] = {}
+    for m in known:
+        if m.event_type in RAPID_EVENT_TYPES:
+            by_wallet.setdefault(m.wallet_id, {})[m.event_id] = m
+    for m in fresh.values():
+        by_wallet.setdefault(m.wallet_id, {})[m.event_id] = m
+    alerts = []
+    for movements in by_wallet.values():
+        ordered = sorted(movements.values(), key=lambda m: m.order)
+        # new_before[i]: how many new withdrawals precede position i.
+        new_before = [0]
+        for m in ordered:
+            new_before.append(new_before[-1] + (m.event_id in fresh))
+        start = 0
+        for i, candidate in enumerate(ordered):
+            while ordered[start].occurred_at < candidate.occurred_at - window:
+                start += 1
+            touched = new_before[i + 1] > new_before[start]  # a new one in its trailing window
+            if touched and i + 1 - start > config.rapid_count:
+                alerts.append(_rapid_alert(candidate, ordered[start : i + 1], config))
+    return alerts
+
+
+def evaluate_batch(new: Iterable[Movement], known: Iterable[Movement], config: RuleConfig) -> list[Alert]:
+    """Every alert a batch of new movements raises, given the remembered activity around them
+    (see ``rapid_withdrawals_batch``); at most one per event and rule."""
+    new = list(new)
+    alerts = [a for a in (high_value(m, config) for m in new) if a is not None]
+    alerts.extend(rapid_withdrawals_batch(new, known, config))
     return alerts
 
 

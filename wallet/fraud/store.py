@@ -1,17 +1,25 @@
 """The fraud worker's tables: processed events, remembered activity, alerts (0003_fraud.sql).
 
-``process`` is the heart of "once per event": in ONE transaction it records the event as processed
-(a redelivered event finds its record and stops there), remembers it for the window rules, runs
-the pure rules and inserts their alerts (at most one per event and rule). A per-wallet advisory
-lock serialises the events of one wallet across consumers and worker instances, so the window a
-rule sees is never missing a concurrently processed event.
+``process_batch`` is the heart of "once per event": in ONE transaction it records a batch of
+events as processed (a redelivered event finds its record and goes no further), remembers the
+withdrawals for the window rules, runs the pure rules over the batch and inserts their alerts (at
+most one per event and rule). Three statements whatever the batch size: the per-wallet advisory
+locks, one statement that inserts the records and reads the remembered neighbours of the new
+withdrawals, one that inserts the alerts.
+
+The locks (of the batch's withdrawal wallets, taken in one sorted order so two workers cannot
+deadlock) serialise a wallet's window across consumers and worker processes: the statement after
+them sees every concurrently processed withdrawal of those wallets, committed before the locks
+were granted. Rows are inserted in event-id order, so two transactions inserting the same events
+(a duplicate delivered to two workers) wait for each other in one order too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +27,7 @@ from typing import Any
 import asyncpg
 
 from wallet.fraud.messages import AlertMessage, WalletEventMessage
-from wallet.fraud.rules import Alert, Movement, RuleConfig, evaluate, remembered, window_bounds
+from wallet.fraud.rules import Alert, Movement, RuleConfig, evaluate_batch, neighbours_needed, remembered
 
 # Namespace of alert ids: uuid5(namespace, "<event id>:<rule>"), the same on every delivery.
 ALERT_NAMESPACE = uuid.UUID("6d1c1f0e-5c44-4c8e-9a34-0f7a1e2b9c51")
@@ -57,12 +65,6 @@ class StoredAlert:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessResult:
-    duplicate: bool
-    alerts: tuple[StoredAlert, ...] = ()  # the alerts this processing inserted
-
-
 def alert_id(event_id: str, rule: str) -> uuid.UUID:
     return uuid.uuid5(ALERT_NAMESPACE, f"{event_id}:{rule}")
 
@@ -91,6 +93,16 @@ def _stored(row: asyncpg.Record) -> StoredAlert:
     )
 
 
+def _source(alert: Alert, events: dict[uuid.UUID, WalletEventMessage]) -> WalletEventMessage:
+    """The batch event whose processing raised ``alert``: its own event if in the batch, else
+    (a late event made an earlier withdrawal rapid) the newest new event of its wallet."""
+    own = events.get(uuid.UUID(alert.event.event_id))
+    if own is not None:
+        return own
+    same = [e for e in events.values() if e.wallet_id == alert.event.wallet_id]
+    return max(same, key=lambda e: (e.occurred_at, e.version))
+
+
 def _movement(row: asyncpg.Record) -> Movement:
     return Movement(
         event_id=str(row["event_id"]),
@@ -102,98 +114,155 @@ def _movement(row: asyncpg.Record) -> Movement:
     )
 
 
+# The new events' processed records and remembered withdrawals, and the remembered
+# withdrawals nearest to each new one (``$9`` on either side within the window ``$8``). The
+# SELECT sees the tables as they were when the statement began: not this batch's rows.
+_PROCESS_SQL = """
+WITH batch AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                         $6::timestamptz[], $7::bool[])
+        AS b(event_id, wallet_id, event_type, version, amount, occurred_at, remember)
+), fresh AS (
+    INSERT INTO fraud_processed_events (event_id, wallet_id, event_type)
+    SELECT event_id, wallet_id, event_type FROM batch ORDER BY event_id
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), remembered AS (
+    INSERT INTO fraud_activity (event_id, wallet_id, event_type, version, amount, occurred_at)
+    SELECT b.event_id, b.wallet_id, b.event_type, b.version, b.amount, b.occurred_at
+    FROM batch b JOIN fresh USING (event_id) WHERE b.remember ORDER BY b.event_id
+    ON CONFLICT (event_id) DO NOTHING
+)
+SELECT true AS fresh, event_id, NULL::text AS wallet_id, NULL::text AS event_type,
+       NULL::bigint AS version, NULL::bigint AS amount, NULL::timestamptz AS occurred_at
+FROM fresh
+UNION ALL
+SELECT DISTINCT false, n.event_id, n.wallet_id, n.event_type, n.version, n.amount, n.occurred_at
+FROM batch b JOIN fresh USING (event_id)
+CROSS JOIN LATERAL (
+    (SELECT a.event_id, a.wallet_id, a.event_type, a.version, a.amount, a.occurred_at
+     FROM fraud_activity a
+     WHERE a.wallet_id = b.wallet_id AND a.occurred_at >= b.occurred_at - $8::interval
+       AND (a.occurred_at, a.version) < (b.occurred_at, b.version)
+     ORDER BY a.occurred_at DESC, a.version DESC LIMIT $9)
+    UNION ALL
+    (SELECT a.event_id, a.wallet_id, a.event_type, a.version, a.amount, a.occurred_at
+     FROM fraud_activity a
+     WHERE a.wallet_id = b.wallet_id AND a.occurred_at <= b.occurred_at + $8::interval
+       AND (a.occurred_at, a.version) > (b.occurred_at, b.version)
+     ORDER BY a.occurred_at, a.version LIMIT $9)
+) n
+WHERE b.remember
+"""
+
+_INSERT_ALERTS_SQL = f"""
+INSERT INTO fraud_alerts (id, wallet_id, rule, severity, event_id, source_event_id, amount, currency,
+                          reason, details, occurred_at)
+SELECT id, wallet_id, rule, severity, event_id, source_event_id, amount, currency, reason,
+       details::jsonb, occurred_at
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::bigint[],
+            $8::text[], $9::text[], $10::text[], $11::timestamptz[])
+    AS a(id, wallet_id, rule, severity, event_id, source_event_id, amount, currency, reason, details,
+         occurred_at)
+ORDER BY id
+ON CONFLICT (event_id, rule) DO NOTHING
+RETURNING {_ALERT_COLUMNS}
+"""
+
+# Locks the wallets named in $2 (each once, in ascending key order).
+_LOCK_SQL = (
+    "SELECT count(pg_advisory_xact_lock($1, k))"
+    " FROM (SELECT DISTINCT hashtext(w) AS k FROM unnest($2::text[]) AS w ORDER BY k) AS keys"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    fresh: frozenset[uuid.UUID]  # the batch's events processed for the first time
+    duplicates: frozenset[uuid.UUID]  # processed before (a redelivery)
+    alerts: tuple[StoredAlert, ...] = ()  # the alerts this batch inserted
+
+
 class FraudStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def process(self, event: WalletEventMessage, config: RuleConfig) -> ProcessResult:
+    async def process_batch(self, events: Sequence[WalletEventMessage], config: RuleConfig) -> BatchResult:
+        """Process a batch of events in one transaction (see the module docstring). An event
+        present twice in the batch counts once."""
+        unique = list({e.event_id: e for e in events}.values())
+        movements = {e.event_id: e.movement() for e in unique}
+        remember = [m is not None and remembered(m) for m in movements.values()]
+        locked = sorted({e.wallet_id for e, r in zip(unique, remember, strict=True) if r})
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))", WALLET_LOCK_CLASS, event.wallet_id
+            if locked:
+                await conn.execute(_LOCK_SQL, WALLET_LOCK_CLASS, locked)
+            rows = await conn.fetch(
+                _PROCESS_SQL,
+                [e.event_id for e in unique],
+                [e.wallet_id for e in unique],
+                [e.event_type for e in unique],
+                [e.version for e in unique],
+                [e.amount for e in unique],
+                [e.occurred_at for e in unique],
+                remember,
+                config.rapid_window,
+                neighbours_needed(config),
             )
-            fresh = await conn.fetchval(
-                "INSERT INTO fraud_processed_events (event_id, wallet_id, event_type) VALUES ($1, $2, $3)"
-                " ON CONFLICT (event_id) DO NOTHING RETURNING true",
-                event.event_id,
-                event.wallet_id,
-                event.event_type,
-            )
-            if not fresh:
-                return ProcessResult(duplicate=True)
-            movement = event.movement()
-            if movement is None:
-                return ProcessResult(duplicate=False)
-            activity: list[Movement] = []
-            if remembered(movement):
-                await conn.execute(
-                    "INSERT INTO fraud_activity"
-                    " (event_id, wallet_id, event_type, version, amount, occurred_at)"
-                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
-                    event.event_id,
-                    movement.wallet_id,
-                    movement.event_type,
-                    movement.version,
-                    movement.amount,
-                    movement.occurred_at,
-                )
-                start, end = window_bounds(movement, config)
-                rows = await conn.fetch(
-                    "SELECT event_id, wallet_id, event_type, version, amount, occurred_at FROM fraud_activity"
-                    " WHERE wallet_id = $1 AND occurred_at BETWEEN $2 AND $3",
-                    movement.wallet_id,
-                    start,
-                    end,
-                )
-                activity = [_movement(r) for r in rows]
-            inserted = []
-            for alert in evaluate(movement, activity, config):
-                row = await self._insert_alert(conn, alert, event)
-                if row is not None:
-                    inserted.append(row)
-            return ProcessResult(duplicate=False, alerts=tuple(inserted))
+            fresh = frozenset(r["event_id"] for r in rows if r["fresh"])
+            known = [_movement(r) for r in rows if not r["fresh"]]
+            new = [m for event_id, m in movements.items() if m is not None and event_id in fresh]
+            alerts = evaluate_batch(new, known, config)
+            sources = {e.event_id: e for e in unique if e.event_id in fresh}
+            stored = await self._insert_alerts(conn, alerts, sources) if alerts else []
+        duplicates = frozenset(e.event_id for e in unique) - fresh
+        return BatchResult(fresh, duplicates, tuple(stored))
 
     @staticmethod
-    async def _insert_alert(
-        conn: asyncpg.Connection, alert: Alert, source: WalletEventMessage
-    ) -> StoredAlert | None:
-        row = await conn.fetchrow(
-            "INSERT INTO fraud_alerts (id, wallet_id, rule, severity, event_id, source_event_id, amount,"
-            " currency, reason, details, occurred_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)"
-            f" ON CONFLICT (event_id, rule) DO NOTHING RETURNING {_ALERT_COLUMNS}",
-            alert_id(alert.event.event_id, alert.rule.value),
-            alert.event.wallet_id,
-            alert.rule.value,
-            alert.severity.value,
-            uuid.UUID(alert.event.event_id),
-            source.event_id,
-            alert.event.amount,
-            alert.event.currency or source.currency,  # one wallet, one currency
-            alert.reason,
-            json.dumps(dict(alert.details)),
-            alert.event.occurred_at,
+    async def _insert_alerts(
+        conn: asyncpg.Connection, alerts: list[Alert], events: dict[uuid.UUID, WalletEventMessage]
+    ) -> list[StoredAlert]:
+        """Insert the alerts (one per event and rule; existing ones are left alone)."""
+        unique = {alert_id(a.event.event_id, a.rule.value): a for a in alerts}
+        sources = [_source(a, events) for a in unique.values()]
+        rows = await conn.fetch(
+            _INSERT_ALERTS_SQL,
+            list(unique),
+            [a.event.wallet_id for a in unique.values()],
+            [a.rule.value for a in unique.values()],
+            [a.severity.value for a in unique.values()],
+            [uuid.UUID(a.event.event_id) for a in unique.values()],
+            [s.event_id for s in sources],
+            [a.event.amount for a in unique.values()],
+            # One wallet, one currency: the source event's when the alert's event has none.
+            [a.event.currency or s.currency for a, s in zip(unique.values(), sources, strict=True)],
+            [a.reason for a in unique.values()],
+            [json.dumps(dict(a.details)) for a in unique.values()],
+            [a.event.occurred_at for a in unique.values()],
         )
-        return None if row is None else _stored(row)
+        return [_stored(r) for r in rows]
 
     async def publish_pending(
         self,
         publish: Callable[[StoredAlert], Awaitable[None]],
         *,
-        source_event_id: uuid.UUID | None = None,
+        source_event_ids: Collection[uuid.UUID] | None = None,
         older_than: float = 0.0,
-        limit: int = 100,
+        limit: int = 1000,
     ) -> int:
-        """Publish the alerts not yet published (of one source event, or all older than
-        ``older_than`` seconds) and mark them, holding their rows locked meanwhile: concurrent
-        callers (duplicate deliveries, the sweep) skip them, so each alert event goes out once
-        (again only if a publish was confirmed and the mark then failed). Returns how many."""
+        """Publish the alerts not yet published (raised by the given source events, or all older
+        than ``older_than`` seconds) and mark them, holding their rows locked meanwhile:
+        concurrent callers (duplicate deliveries, the sweep) skip them, so each alert event goes
+        out once (again only if a publish was confirmed and the mark then failed). The publishes
+        run concurrently (their confirms are awaited together). Returns how many."""
         async with self._pool.acquire() as conn, conn.transaction():
-            if source_event_id is not None:
+            if source_event_ids is not None:
                 rows = await conn.fetch(
                     f"SELECT {_ALERT_COLUMNS} FROM fraud_alerts"
-                    " WHERE source_event_id = $1 AND published_at IS NULL"
-                    " ORDER BY created_at FOR UPDATE SKIP LOCKED",
-                    source_event_id,
+                    " WHERE source_event_id = ANY($1::uuid[]) AND published_at IS NULL"
+                    " ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    list(source_event_ids),
+                    limit,
                 )
             else:
                 rows = await conn.fetch(
@@ -204,8 +273,7 @@ class FraudStore:
                     limit,
                 )
             alerts = [_stored(r) for r in rows]
-            for alert in alerts:
-                await publish(alert)
+            await asyncio.gather(*map(publish, alerts))
             if alerts:
                 await conn.execute(
                     "UPDATE fraud_alerts SET published_at = clock_timestamp() WHERE id = ANY($1::uuid[])",

@@ -93,51 +93,65 @@ class RetryingConsumer:
         await message.ack()
 
     async def _retry_or_dead_letter(self, message: AbstractIncomingMessage, error: Exception) -> None:
-        retries = retries_of(message)
-        policy = self._topology.retry
-        if retries >= policy.max_retries:
-            log.error(
-                "%s: message %s failed %d times, to %s: %r",
-                self._name,
-                message.message_id,
-                retries + 1,
-                self._topology.dead_letter_queue,
-                error,
-            )
-            self.stats.dead_lettered += 1
-            await message.reject(requeue=False)
-            return
-        retry = retries + 1
-        headers = _carried_headers(message)
-        headers[RETRIES_HEADER] = retry
-        headers[ERROR_HEADER] = repr(error)[:500]
-        headers.setdefault(ROUTING_KEY_HEADER, message.routing_key or "")
-        copy = aio_pika.Message(
-            message.body,
-            headers=headers,
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            type=message.type,
-            timestamp=message.timestamp,
-            app_id=message.app_id,
-        )
-        log.warning(
-            "%s: message %s failed (attempt %d), retry in %d ms: %r",
-            self._name,
+        await retry_or_dead_letter(self._channel, self._topology, message, error, self.stats, name=self._name)
+
+
+async def retry_or_dead_letter(
+    channel: AbstractChannel,
+    topology: QueueTopology,
+    message: AbstractIncomingMessage,
+    error: Exception,
+    stats: ConsumerStats,
+    *,
+    name: str,
+) -> None:
+    """Schedule the next retry of a failed message (a confirmed copy in the retry queue, then the
+    original acked), or reject it to the dead-letter queue once its retries are spent."""
+    retries = retries_of(message)
+    policy = topology.retry
+    if retries >= policy.max_retries:
+        log.error(
+            "%s: message %s failed %d times, to %s: %r",
+            name,
             message.message_id,
-            retry,
-            policy.delay_ms(retry),
+            retries + 1,
+            topology.dead_letter_queue,
             error,
         )
-        try:
-            await self._channel.default_exchange.publish(
-                copy, routing_key=self._topology.retry_queue(retry), timeout=PUBLISH_TIMEOUT_SECONDS
-            )
-        except Exception as exc:
-            log.warning("%s: could not schedule the retry (%r); requeueing", self._name, exc)
-            await asyncio.sleep(policy.delay_ms(retry) / 1000)  # no hot loop while the broker struggles
-            await message.nack(requeue=True)
-            return
-        self.stats.retried += 1
-        await message.ack()
+        stats.dead_lettered += 1
+        await message.reject(requeue=False)
+        return
+    retry = retries + 1
+    headers = _carried_headers(message)
+    headers[RETRIES_HEADER] = retry
+    headers[ERROR_HEADER] = repr(error)[:500]
+    headers.setdefault(ROUTING_KEY_HEADER, message.routing_key or "")
+    copy = aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        type=message.type,
+        timestamp=message.timestamp,
+        app_id=message.app_id,
+    )
+    log.warning(
+        "%s: message %s failed (attempt %d), retry in %d ms: %r",
+        name,
+        message.message_id,
+        retry,
+        policy.delay_ms(retry),
+        error,
+    )
+    try:
+        await channel.default_exchange.publish(
+            copy, routing_key=topology.retry_queue(retry), timeout=PUBLISH_TIMEOUT_SECONDS
+        )
+    except Exception as exc:
+        log.warning("%s: could not schedule the retry (%r); requeueing", name, exc)
+        await asyncio.sleep(policy.delay_ms(retry) / 1000)  # no hot loop while the broker struggles
+        await message.nack(requeue=True)
+        return
+    stats.retried += 1
+    await message.ack()
