@@ -92,7 +92,7 @@ def health_body(lag: LagSource, threshold_seconds: float) -> tuple[int, dict[str
     return (503 if lagging else 200), body
 
 
-def create_app(metrics: WorkerMetrics, lag: LagSource, threshold_seconds: float) -> web.Application:
+def health_app(metrics: WorkerMetrics, lag: LagSource, threshold_seconds: float) -> web.Application:
     async def health(_request: web.Request) -> web.Response:
         status, body = health_body(lag, threshold_seconds)
         return web.json_response(body, status=status)

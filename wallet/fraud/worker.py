@@ -35,7 +35,7 @@ from aiohttp import web
 
 from wallet.config import Settings
 from wallet.fraud.messages import WalletEventMessage, parse_wallet_event
-from wallet.fraud.observability import WorkerMetrics, create_app, serve
+from wallet.fraud.observability import WorkerMetrics, health_app, serve
 from wallet.fraud.rules import RuleConfig
 from wallet.fraud.store import FraudStore, StoredAlert
 from wallet.messaging.batch_consumer import BatchConsumer
@@ -110,7 +110,7 @@ class FraudWorker:
         if self.bus is None:
             self._tasks.append(loop.create_task(self._read_queue_depth_periodically()))
         if s.fraud_worker_port:
-            app = create_app(self.metrics, self, s.fraud_lag_threshold_seconds)
+            app = health_app(self.metrics, self, s.fraud_lag_threshold_seconds)
             self._http = await serve(app, s.host, s.fraud_worker_port)
         self._started = True
         where = " (in-process bus)" if self.bus is not None else ""
