@@ -269,7 +269,8 @@ def test_batches_in_any_order_raise_the_brute_force_alerts_from_the_nearest_neig
     rapid = {e for e, r in raised if r is Rule.RAPID_WITHDRAWALS}
     expected = set().union(*(_reference([m for m in ms if m.wallet_id == w], config) for w in ("w1", "w2")))
     assert rapid == expected
-    assert {e for e, r in raised if r is Rule.HIGH_VALUE_TRANSACTION} == {m.event_id for m in ms if m.amount > 400}
+    high = {m.event_id for m in ms if m.amount > 400}
+    assert {e for e, r in raised if r is Rule.HIGH_VALUE_TRANSACTION} == high
 
 
 @given(

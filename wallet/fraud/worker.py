@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,6 +89,8 @@ class FraudWorker:
         self._in_flight: set[asyncio.Task[object]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._http: web.AppRunner | None = None
+        # Crash point for the tests of a crash between the commit and the ack (WALLET_FAULT_*).
+        self._crash_after_commit = settings.extra.get("WALLET_FAULT_CRASH_AFTER_FRAUD_COMMIT") == "1"
         self._started = False
 
     async def start(self) -> None:
@@ -183,6 +187,8 @@ class FraudWorker:
         self._oldest_in_hand = oldest if self._oldest_in_hand is None else min(oldest, self._oldest_in_hand)
         try:
             result = await self.store.process_batch(events, self.config)
+            if self._crash_after_commit:  # fault injection for the crash tests only
+                os.kill(os.getpid(), signal.SIGKILL)
             # Fresh or not: the alerts not yet published of these events go out now (a
             # redelivery after a crash between the commit and the publish finds them here).
             sources = {a.source_event_id for a in result.alerts} | result.duplicates
