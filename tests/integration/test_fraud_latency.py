@@ -1,0 +1,84 @@
+"""Commit-to-alert latency: while keyed hot-wallet deposits and transfers run, high-value
+withdrawals are made and ``GET /v1/fraud/alerts`` is polled until each one's alert is listed.
+
+Measured from the moment the withdrawal request is sent (before its commit: an upper bound) to the
+poll that lists its alert, with the outbox relay and the fraud worker running on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+
+from tests.helpers import post
+
+LOAD_SECONDS = 3.0
+SAMPLE_EVERY_SECONDS = 0.1
+LOAD_CLIENTS = 6
+
+
+async def test_commit_to_alert_p99_is_under_a_second_under_a_keyed_load(client, fraud_worker):
+    run = uuid.uuid4().hex[:8]
+    hot, source, target = f"lat-hot-{run}", f"lat-a-{run}", f"lat-b-{run}"
+    for wallet in (hot, source):
+        assert (await post(client, f"/v1/wallet/{wallet}/deposit", {"amount": 100000}))[0] == 200
+    stop = asyncio.Event()
+    requests = 0
+
+    async def keyed_load(n: int) -> None:
+        nonlocal requests
+        while not stop.is_set():
+            key = {"X-Request-ID": str(uuid.uuid4())}
+            if n % 2:
+                status, _ = await post(client, f"/v1/wallet/{hot}/deposit", {"amount": "0.01"}, **key)
+            else:
+                body = {"toWalletId": target, "amount": "0.01"}
+                status, _ = await post(client, f"/v1/wallet/{source}/transfer", body, **key)
+            assert status == 200
+            requests += 1
+
+    sent: dict[str, float] = {}  # wallet -> when its high-value withdrawal was sent
+    latencies: dict[str, float] = {}
+
+    async def sample(i: int) -> None:
+        wallet = f"lat-s{i}-{run}"
+        assert (await post(client, f"/v1/wallet/{wallet}/deposit", {"amount": 20000}))[0] == 200
+        sent[wallet] = time.monotonic()
+        key = {"X-Request-ID": str(uuid.uuid4())}
+        assert (await post(client, f"/v1/wallet/{wallet}/withdraw", {"amount": "10000.01"}, **key))[0] == 200
+
+    async def poll_alerts() -> None:
+        while len(latencies) < len(sent) or not stop.is_set():
+            response = await client.get("/v1/fraud/alerts?limit=1000")
+            now = time.monotonic()
+            for alert in await response.json():
+                wallet = alert["walletId"]
+                if wallet in sent and wallet not in latencies:
+                    latencies[wallet] = now - sent[wallet]
+            await asyncio.sleep(0.01)
+
+    load = [asyncio.create_task(keyed_load(n)) for n in range(LOAD_CLIENTS)]
+    poller = asyncio.create_task(poll_alerts())
+    samples = []
+    started = time.monotonic()
+    i = 0
+    while time.monotonic() - started < LOAD_SECONDS:
+        samples.append(asyncio.create_task(sample(i)))
+        i += 1
+        await asyncio.sleep(SAMPLE_EVERY_SECONDS)
+    await asyncio.gather(*samples)
+    stop.set()
+    await asyncio.gather(*load)
+    await asyncio.wait_for(poller, 15)
+
+    values = sorted(latencies.values())
+    p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
+    p50, top = statistics.median(values), values[-1]
+    print(
+        f"\ncommit-to-alert: {len(values)} alerts under {requests / LOAD_SECONDS:.0f} keyed req/s: "
+        f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {top * 1000:.0f} ms"
+    )
+    assert len(values) == len(sent) >= 20
+    assert p99 <= 1.0
