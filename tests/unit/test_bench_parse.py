@@ -149,3 +149,29 @@ def test_router_env_names_every_instance_and_fills_the_second_server_with_one() 
     env = router_env("127.0.0.1:1", "127.0.0.1:2", ["127.0.0.1:3", "127.0.0.1:4", "127.0.0.1:5"])
     assert env["WALLET_API_3"] == "127.0.0.1:5" and "WALLET_API_4" not in env
     assert router_env("a:1", "a:2", ["h:3"])["WALLET_API_2"] == "h:3"  # api2 is always configured
+
+
+def test_the_worker_workload_and_its_backlog_size_are_options_and_its_rows_render():
+    from wallet.bench.report import drain_markdown, drain_table
+    from wallet.bench.worker_drain import DrainRow, stream_settings
+
+    opts = parse_args(["--workloads", "worker", "--events", "1000"])
+    assert (opts.workloads, opts.events) == (("worker",), 1000)
+    with pytest.raises(SystemExit):
+        parse_args(["--events", "0"])
+    row = DrainRow(
+        workers=2,
+        events=1000,
+        seconds=2.0,
+        steady_seconds=0.5,
+        steady_events=900,
+        steady_cpu_s=0.09,
+        alerts=3,
+    )
+    assert (row.rate, row.steady_rate, round(row.cpu_us_per_event)) == (500.0, 2000.0, 100)
+    assert "2,000" in drain_table([row]) and "| 2 | 1,000 |" in drain_markdown([row], opts)
+    own = stream_settings("abcd")
+    assert (own.fraud_queue, own.rabbitmq_exchange) == (
+        "fraud_detection.bench_abcd",
+        "wallet_events.bench_abcd",
+    )

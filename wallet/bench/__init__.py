@@ -1,4 +1,5 @@
-"""Benchmark of the wallet service against a bare aiohttp ceiling, with wrk.
+"""Benchmark of the wallet service against a bare aiohttp ceiling, with wrk; and of the fraud
+worker draining a backlog (``--workloads worker``).
 
 ``python -m wallet.bench --help`` (or ``wallet bench``). Exit code 0 when every workload ran without
 an error and passed its exactness check, 1 when one did not, 2 when the bench could not run.
@@ -14,10 +15,11 @@ import sys
 import aiohttp
 import asyncpg
 
-from wallet.bench.report import markdown, text_table
+from wallet.bench.report import drain_markdown, drain_table, markdown, text_table
 from wallet.bench.router import MAX_INSTANCES, RouterError
 from wallet.bench.runner import AUTH_MODES, WORKLOADS, BenchError, Options, run
 from wallet.bench.services import StartError
+from wallet.bench.worker_drain import DrainError, DrainRow
 from wallet.bench.wrk import WrkError
 
 DEFAULTS = Options()
@@ -49,6 +51,9 @@ def parse_args(argv: list[str] | None) -> Options:
         help=f"above 1, also run each workload through HAProxy (deploy/haproxy.cfg) in front of this "
         f"many instances (at most {MAX_INSTANCES}), side by side with one instance",
     )
+    parser.add_argument(
+        "--events", type=int, default=DEFAULTS.events, help="backlog of the worker workload (events)"
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for README.md)")
     parser.add_argument(
         "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra service environment"
@@ -72,6 +77,8 @@ def parse_args(argv: list[str] | None) -> Options:
         parser.error(f"--instances takes 1 to {MAX_INSTANCES}")
     if args.duration <= 0 or args.wallets < 1 or args.connections < args.threads or args.threads < 1:
         parser.error("need duration > 0, wallets >= 1, connections >= threads >= 1")
+    if args.events < 1:
+        parser.error("need events >= 1")
     return Options(
         duration=args.duration,
         connections=args.connections,
@@ -84,26 +91,32 @@ def parse_args(argv: list[str] | None) -> Options:
         service_env=dict(kv.split("=", 1) for kv in args.service_env),
         instances=args.instances,
         auth=args.auth,
+        events=args.events,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    if shutil.which("wrk") is None:
+    if opts.workloads != ("worker",) and shutil.which("wrk") is None:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
+    drains: list[DrainRow] = []
     try:
-        rows = asyncio.run(run(opts))
+        rows = asyncio.run(run(opts, drains))
     except (
         BenchError,
         StartError,
         WrkError,
         RouterError,
+        DrainError,
         OSError,
         aiohttp.ClientError,
         asyncpg.PostgresError,
     ) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
-    print(markdown(rows, opts) if opts.markdown else text_table(rows))
+    if rows:
+        print(markdown(rows, opts) if opts.markdown else text_table(rows))
+    if drains:
+        print(drain_markdown(drains, opts) if opts.markdown else drain_table(drains))
     return 1 if any(row.failed for row in rows) else 0

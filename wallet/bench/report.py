@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from wallet.bench.runner import WARMUP_S, Options, Row
+from wallet.bench.worker_drain import DrainRow
 
 # Another load using more than this share of a core during a run makes its figures doubtful.
 BUSY_OTHER_SHARE = 0.15
@@ -103,3 +104,46 @@ def markdown(rows: list[Row], opts: Options) -> str:
     ]
     notes = run_notes(rows)
     return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
+
+
+DRAIN_HEADER = (
+    "workers",
+    "events",
+    "seconds",
+    "events/s",
+    "steady events/s",
+    "worker CPU µs/event",
+    "alerts",
+)
+
+
+def drain_cells(row: DrainRow) -> tuple[str, ...]:
+    return (
+        str(row.workers),
+        f"{row.events:,}",
+        f"{row.seconds:.2f}",
+        f"{row.rate:,.0f}",
+        f"{row.steady_rate:,.0f}",
+        f"{row.cpu_us_per_event:.0f}",
+        f"{row.alerts:,}",
+    )
+
+
+def drain_table(rows: list[DrainRow]) -> str:
+    table = [DRAIN_HEADER, *map(drain_cells, rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(DRAIN_HEADER))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in table)
+
+
+def drain_markdown(rows: list[DrainRow], opts: Options) -> str:
+    lines = [
+        f"Fraud worker, {time.strftime('%Y-%m-%d %H:%M %Z')}: a backlog of {opts.events:,} events "
+        "(keyed transfers and withdrawals through the API and the outbox) drained by `wallet worker` "
+        "processes; seconds from their start (start-up included) to the last event processed; "
+        "steady: from the first event processed; CPU: the workers' own, per event, while steady.",
+        "",
+        "| " + " | ".join(DRAIN_HEADER) + " |",
+        "|" + "|".join([" ---: "] * len(DRAIN_HEADER)) + "|",
+        *("| " + " | ".join(drain_cells(row)) + " |" for row in rows),
+    ]
+    return "\n".join(lines)

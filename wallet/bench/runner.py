@@ -8,7 +8,7 @@ import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal
 
@@ -29,12 +29,13 @@ from wallet.bench.services import (
     wait_ready,
     with_database,
 )
+from wallet.bench.worker_drain import DrainRow, WorkerDrain, stream_settings
 from wallet.bench.wrk import WrkResult, finish_wrk, start_wrk
 from wallet.client import RetryPolicy, WalletClient, WalletError
 from wallet.config import Settings
 from wallet.persistence.api_key_store import ApiKeyStore
 
-WORKLOADS = ("ceiling", "hot", "spread", "reads", "transfers")
+WORKLOADS = ("ceiling", "hot", "spread", "reads", "transfers", "worker")
 # Ports above --port-base: the ceiling is at +0, the single service at +1.
 CLUSTER_PORT = 2  # the instances of --instances N: +2 .. +N+1
 ROUTER_PORT = 10  # their router, and its metrics at +11
@@ -73,6 +74,7 @@ class Options:
     # How the bench authenticates: "key" (an API key it issues), "jwt" (an HS256 token, the
     # service given the secret) or "off" (AUTH_ENABLED=false: the figures without authentication).
     auth: str = "key"
+    events: int = 20_000  # the backlog of the worker workload
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,33 @@ class ServiceBench:
         row.check = await settle(total, TRANSFER_FUNDING * len(wallets), "sum of balances")
         return row
 
+    async def worker(self, stream: Settings) -> list[DrainRow]:
+        """The worker workload: a backlog drained by one worker, another by two."""
+        await self.fund_spread()
+        await self.fund_transfers()
+        spread = [f"{self.spread_prefix}{k}" for k in range(self.opts.wallets)]
+        drain = WorkerDrain(
+            stream,
+            self.target.base_url,
+            self.session,
+            self.db_url,
+            spread=spread,
+            transfer=self.transfer_wallets,
+            connections=self.opts.connections,
+            headers=self.auth_headers,
+        )
+        await drain.declare()
+        try:
+            rows = []
+            for workers in (1, 2):
+                progress(f"worker: a backlog of {self.opts.events} events")
+                await drain.fill(self.opts.events)
+                progress(f"worker: {workers} worker(s) draining it")
+                rows.append(await drain.drain(workers, self.opts.events))
+            return rows
+        finally:
+            await drain.delete()
+
     async def fund_spread(self) -> None:
         if not self.spread_funded:
             progress(f"funding {self.opts.wallets} spread wallets")
@@ -372,9 +401,16 @@ class System:
             server.stop()
 
 
-async def run_service(opts: Options, names: list[str], ceiling: Ceiling | None) -> list[Row]:
+async def run_service(
+    opts: Options, names: list[str], ceiling: Ceiling | None, drains: list[DrainRow]
+) -> list[Row]:
+    """The service workloads in ``names`` (rows returned), then the worker workload if named, on
+    the single instance (its rows appended to ``drains``)."""
     db_name = time.strftime("wallet_bench_%Y%m%d_%H%M%S")
     db_url = with_database(opts.database_url, db_name)
+    stream = stream_settings(secrets.token_hex(4))
+    if "worker" in names:  # the service publishes to the run's own exchange
+        opts = replace(opts, service_env={"RABBITMQ_EXCHANGE": stream.rabbitmq_exchange, **opts.service_env})
     systems = [System("", db_url)]
     if opts.instances > 1:
         systems.append(System(f" x{opts.instances}", db_url))
@@ -391,7 +427,7 @@ async def run_service(opts: Options, names: list[str], ceiling: Ceiling | None) 
                 (s.label, ServiceBench(opts, s.target, session, s.db_url, credential)) for s in systems
             ]
             rows = []
-            for name in names:
+            for name in (n for n in names if n != "worker"):
                 adjacent = None
                 if ceiling is not None:
                     for _, bench in benches:  # funding first: the measurements stay adjacent
@@ -402,6 +438,8 @@ async def run_service(opts: Options, names: list[str], ceiling: Ceiling | None) 
                     row.name += label
                     row.ceiling_rps = None if adjacent is None else adjacent.run.rps
                     rows.append(row)
+            if "worker" in names:
+                drains += await benches[0][1].worker(stream)
             return rows
     finally:
         for system in systems:
@@ -460,7 +498,9 @@ def set_ratios(rows: list[Row]) -> None:
         row.ratio = row.run.rps / ceiling if ceiling > 0 else None
 
 
-async def run(opts: Options) -> list[Row]:
+async def run(opts: Options, drains: list[DrainRow] | None = None) -> list[Row]:
+    """Every workload of ``opts``: the wrk rows returned, the worker workload's rows appended to
+    ``drains``."""
     rows: list[Row] = []
     ceiling = Ceiling(opts) if "ceiling" in opts.workloads else None
     try:
@@ -476,7 +516,7 @@ async def run(opts: Options) -> list[Row]:
                     rows.append(routed)
         service = [name for name in opts.workloads if name != "ceiling"]
         if service:
-            rows += await run_service(opts, service, ceiling)
+            rows += await run_service(opts, service, ceiling, [] if drains is None else drains)
     finally:
         if ceiling is not None:
             ceiling.stop()

@@ -51,9 +51,13 @@ def _reject_constant(token: str) -> Any:
     raise MalformedMessage(f"{token} is not a number")
 
 
+# One decoder for every message (``json.loads`` with options builds a new one per call).
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+
+
 def _load(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+        data = _DECODER.decode(body.decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedMessage(f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):

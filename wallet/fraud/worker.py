@@ -84,7 +84,7 @@ class FraudWorker:
         self.stats = WorkerStats()
         self.metrics = WorkerMetrics(self)
         self.queue_depth: int | None = None  # ready messages, as last read from the broker
-        self._oldest_in_hand: datetime | None = None  # of the batch being processed
+        self._in_hand: list[datetime] = []  # the oldest event of each batch being processed
         self._last_lag = 0.0  # the age of the last batch's oldest event when it was done
         self._in_flight: set[asyncio.Task[object]] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -166,10 +166,10 @@ class FraudWorker:
             self.pool.terminate()
 
     def lag_seconds(self) -> float:
-        """Age of the oldest event received and not yet processed: of the batch in hand; between
-        batches with deliveries waiting, the last batch's; 0 when idle."""
-        if self._oldest_in_hand is not None:
-            return max(0.0, (datetime.now(UTC) - self._oldest_in_hand).total_seconds())
+        """Age of the oldest event received and not yet processed: of the batches in hand;
+        between batches with deliveries waiting, the last batch's; 0 when idle."""
+        if self._in_hand:
+            return max(0.0, (datetime.now(UTC) - min(self._in_hand)).total_seconds())
         if isinstance(self.consumer, BatchConsumer) and self.consumer.buffered:
             return self._last_lag
         return 0.0
@@ -184,7 +184,7 @@ class FraudWorker:
             self._in_flight.add(task)
         started = time.monotonic()
         oldest = min(e.occurred_at for e in events)
-        self._oldest_in_hand = oldest if self._oldest_in_hand is None else min(oldest, self._oldest_in_hand)
+        self._in_hand.append(oldest)
         try:
             result = await self.store.process_batch(events, self.config)
             if self._crash_after_commit:  # fault injection for the crash tests only
@@ -199,7 +199,7 @@ class FraudWorker:
             self.metrics.failed(len(events))
             raise
         finally:
-            self._oldest_in_hand = None
+            self._in_hand.remove(oldest)
             self._last_lag = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
             if task is not None:
                 self._in_flight.discard(task)
