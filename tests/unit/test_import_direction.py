@@ -37,7 +37,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("messaging", ("wallet.messaging",)),
     # Application services: the API's commands, the fraud worker, the auto-freezer.
     # Authentication (the key and JWT verifiers) is a service the HTTP edge calls.
-    ("service", ("wallet.service", "wallet.fraud.worker", "wallet.fraud.auto_freeze", "wallet.auth")),
+    (
+        "service",
+        (
+            "wallet.service",
+            "wallet.fraud.worker",
+            "wallet.fraud.observability",
+            "wallet.fraud.auto_freeze",
+            "wallet.auth",
+        ),
+    ),
     # The HTTP edge, with its request-aware log configuration.
     ("http", ("wallet.http", "wallet.logging_setup")),
     # Composition and entry points: they build everything else and nothing imports them back.
