@@ -1,8 +1,9 @@
 """Commit-to-alert latency: while keyed hot-wallet deposits and transfers run, high-value
 withdrawals are made and ``GET /v1/fraud/alerts`` is polled until each one's alert is listed.
 
-Measured from the moment the withdrawal request is sent (before its commit: an upper bound) to the
-poll that lists its alert, with the outbox relay and the fraud worker running on this machine.
+Measured from the withdrawal event's ``created_at`` (its flush transaction's start, so a little
+before the commit: an upper bound) to the poll that lists its alert, with the API, the outbox
+relay and the fraud worker running, all in this test's process (one event loop) on this machine.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from tests.helpers import post
 
 LOAD_SECONDS = 3.0
 SAMPLE_EVERY_SECONDS = 0.1
-LOAD_CLIENTS = 6
+LOAD_CLIENTS = 4
 
 
-async def test_commit_to_alert_p99_is_under_a_second_under_a_keyed_load(client, fraud_worker):
+async def test_commit_to_alert_p99_is_under_a_second_under_a_keyed_load(client, fraud_worker, db):
     run = uuid.uuid4().hex[:8]
     hot, source, target = f"lat-hot-{run}", f"lat-a-{run}", f"lat-b-{run}"
     for wallet in (hot, source):
@@ -39,24 +40,24 @@ async def test_commit_to_alert_p99_is_under_a_second_under_a_keyed_load(client, 
             assert status == 200
             requests += 1
 
-    sent: dict[str, float] = {}  # wallet -> when its high-value withdrawal was sent
-    latencies: dict[str, float] = {}
+    sent: set[str] = set()  # the wallets whose high-value withdrawal was sent
+    listed: dict[str, float] = {}  # wallet -> when its alert was first listed (epoch seconds)
 
     async def sample(i: int) -> None:
         wallet = f"lat-s{i}-{run}"
         assert (await post(client, f"/v1/wallet/{wallet}/deposit", {"amount": 20000}))[0] == 200
-        sent[wallet] = time.monotonic()
+        sent.add(wallet)
         key = {"X-Request-ID": str(uuid.uuid4())}
         assert (await post(client, f"/v1/wallet/{wallet}/withdraw", {"amount": "10000.01"}, **key))[0] == 200
 
     async def poll_alerts() -> None:
-        while len(latencies) < len(sent) or not stop.is_set():
-            response = await client.get("/v1/fraud/alerts?limit=1000")
-            now = time.monotonic()
+        while len(listed) < len(sent) or not stop.is_set():
+            response = await client.get("/v1/fraud/alerts?limit=100")  # newest first: the samples'
+            now = time.time()
             for alert in await response.json():
                 wallet = alert["walletId"]
-                if wallet in sent and wallet not in latencies:
-                    latencies[wallet] = now - sent[wallet]
+                if wallet in sent and wallet not in listed:
+                    listed[wallet] = now
             await asyncio.sleep(0.01)
 
     load = [asyncio.create_task(keyed_load(n)) for n in range(LOAD_CLIENTS)]
@@ -73,12 +74,17 @@ async def test_commit_to_alert_p99_is_under_a_second_under_a_keyed_load(client, 
     await asyncio.gather(*load)
     await asyncio.wait_for(poller, 15)
 
-    values = sorted(latencies.values())
+    rows = await db.fetch(
+        "SELECT wallet_id, created_at FROM wallet_events"
+        " WHERE wallet_id = ANY($1::text[]) AND event_type = 'FUNDS_WITHDRAWN'",
+        list(sent),
+    )
+    values = sorted(listed[r["wallet_id"]] - r["created_at"].timestamp() for r in rows)
     p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
     p50, top = statistics.median(values), values[-1]
     print(
         f"\ncommit-to-alert: {len(values)} alerts under {requests / LOAD_SECONDS:.0f} keyed req/s: "
         f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {top * 1000:.0f} ms"
     )
-    assert len(values) == len(sent) >= 20
+    assert len(values) == len(sent) >= 20 and values[0] > 0
     assert p99 <= 1.0

@@ -1,7 +1,8 @@
 """The ``worker`` workload: a backlog of real events drained by one, then two fraud workers.
 
 With no worker consuming, the service takes ``events`` keyed writes (a unique ``X-Request-ID``
-each): transfers among the transfer wallets and withdrawals from the spread wallets, alternately.
+each): transfers between random transfer wallets and withdrawals from the spread wallets in
+turn, alternately.
 Their events go through the outbox to the run's own exchange and queue (``fraud_detection.bench_
 <run>``), where they wait. Then ``wallet worker`` processes are started and timed until every
 event is processed (``fraud_processed_events``), start-up included; the steady rate counts from
@@ -88,6 +89,7 @@ class WorkerDrain:
         self.transfer = transfer
         self.connections = connections
         self.headers = JSON_HEADERS | headers  # with the bench's credential
+        self.withdrawals = 0
 
     async def declare(self) -> None:
         async with await aio_pika.connect(self.settings.rabbitmq_url, timeout=10) as connection:
@@ -115,8 +117,10 @@ class WorkerDrain:
             if n % 2:
                 a, b = rng.sample(self.transfer, 2)
                 path, body = f"/v1/wallet/{a}/transfer", f'{{"toWalletId":"{b}","amount":0.01}}'
-            else:
-                path, body = f"/v1/wallet/{rng.choice(self.spread)}/withdraw", '{"amount":0.01}'
+            else:  # each spread wallet in turn: a few withdrawals each, rarely a rapid alert
+                self.withdrawals += 1
+                wallet = self.spread[self.withdrawals % len(self.spread)]
+                path, body = f"/v1/wallet/{wallet}/withdraw", '{"amount":0.01}'
             headers = self.headers | {"X-Request-ID": str(uuid.uuid4())}
             async with (
                 limit,

@@ -152,9 +152,12 @@ class FraudWorker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._in_flight:
+        if isinstance(self.consumer, BatchConsumer):
+            await self.consumer.stop(self.settings.shutdown_timeout_seconds)
+        else:
+            await self.consumer.stop()
+        if self._in_flight:  # the bus's handlers
             await asyncio.wait(set(self._in_flight), timeout=self.settings.shutdown_timeout_seconds)
-        await self.consumer.stop()
         if self._http is not None:
             await self._http.cleanup()
         if self.bus is None:

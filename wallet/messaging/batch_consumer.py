@@ -24,6 +24,7 @@ broker redelivers them) and consuming starts again on the new channel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,6 +63,8 @@ class BatchConsumer(Generic[T]):
         self._max_batch = max(1, max_batch)
         self._pending: deque[DeliveredMessage] = deque()
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # no batch in hand
+        self._idle.set()
         self._raw: aiormq.abc.AbstractChannel | None = None
         self._tag: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -78,9 +81,10 @@ class BatchConsumer(Generic[T]):
         self._channel.reopen_callbacks.add(self._on_reopen)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self._name}-batches")
 
-    async def stop(self) -> None:
-        """Stop receiving and let the batch in hand finish; buffered deliveries are left unacked
-        (the broker redelivers them when the channel closes)."""
+    async def stop(self, drain_seconds: float = 5.0) -> None:
+        """Stop receiving and let the batch in hand finish (for at most ``drain_seconds``);
+        buffered deliveries are left unacked (the broker redelivers them when the channel
+        closes)."""
         self._channel.reopen_callbacks.discard(self._on_reopen)
         if self._raw is not None and self._tag is not None and not self._raw.is_closed:
             try:
@@ -90,6 +94,8 @@ class BatchConsumer(Generic[T]):
         self._tag = None
         self._pending.clear()
         if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), drain_seconds)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
@@ -115,10 +121,13 @@ class BatchConsumer(Generic[T]):
             while self._pending:
                 count = min(len(self._pending), self._max_batch)
                 batch = [self._pending.popleft() for _ in range(count)]
+                self._idle.clear()
                 try:
                     await self._handle_batch(batch)
                 except Exception as exc:  # acks on a lost channel: the broker redelivers
                     log.warning("%s: batch of %d not acknowledged: %r", self._name, len(batch), exc)
+                finally:
+                    self._idle.set()
 
     async def _handle_batch(self, batch: list[DeliveredMessage]) -> None:
         parsed: list[tuple[DeliveredMessage, T]] = []
