@@ -28,6 +28,7 @@ from wallet.messaging.topology import declare_queue, delete_topology, fraud_topo
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 DRAIN_TIMEOUT_S = 300.0
+RETRIES = 5
 POLL_S = 0.05  # a count of the processed events: often enough, not a load of its own
 
 
@@ -122,12 +123,13 @@ class WorkerDrain:
                 wallet = self.spread[self.withdrawals % len(self.spread)]
                 path, body = f"/v1/wallet/{wallet}/withdraw", '{"amount":0.01}'
             headers = self.headers | {"X-Request-ID": str(uuid.uuid4())}
-            async with (
-                limit,
-                self.session.post(self.base_url + path, data=body, headers=headers) as r,
-            ):
-                if r.status != 200:
-                    raise DrainError(f"backlog write {path}: HTTP {r.status} {await r.text()}")
+            for attempt in range(RETRIES + 1):  # 503 and 409 (in flight) retried with the same key
+                async with limit, self.session.post(self.base_url + path, data=body, headers=headers) as r:
+                    if r.status == 200:
+                        return
+                    if r.status not in (409, 503) or attempt == RETRIES:
+                        raise DrainError(f"backlog write {path}: HTTP {r.status} {await r.text()}")
+                await asyncio.sleep(0.5)
 
         before = await self.queue_depth()
         await asyncio.gather(*map(write, range(events)))
