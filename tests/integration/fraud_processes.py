@@ -33,8 +33,9 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 async def wait_consuming(amqp: Any, queue_name: str, consumers: int, processes: list[Any]) -> None:
-    """Until the queue has ``consumers`` consumers (the workers started)."""
-    deadline = time.monotonic() + 20
+    """Until the queue has ``consumers`` consumers (the workers started: seconds on a busy
+    machine, most of it importing the composition root)."""
+    deadline = time.monotonic() + 60
     while True:
         assert all(p.poll() is None for p in processes), "a worker exited during start-up"
         assert time.monotonic() < deadline, "the workers did not start consuming"
