@@ -5,7 +5,6 @@ queue, and the lag seen by the worker's /health and /metrics."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from dataclasses import replace
@@ -22,13 +21,19 @@ from tests.integration.fraud_processes import (
     wait_consuming,
     worker_env,
 )
-from tests.integration.test_fraud_worker import encode, publish, wait_for
+from tests.integration.test_fraud_worker import (  # noqa: F401 (fixtures)
+    alert_events,
+    channel,
+    encode,
+    publish,
+    wait_for,
+)
 from wallet.bootstrap import build_worker
 from wallet.fraud.messages import parse_wallet_event
 from wallet.fraud.rules import Movement, RuleConfig, rapid_withdrawals
 from wallet.fraud.store import WALLET_LOCK_CLASS, FraudStore
 from wallet.fraud.worker import rule_config
-from wallet.messaging.topology import declare_exchange, fraud_topology
+from wallet.messaging.topology import fraud_topology
 from wallet.persistence.db import create_pool
 
 T0 = datetime.now(UTC) - timedelta(seconds=30)
@@ -112,29 +117,24 @@ async def test_a_redelivered_batch_changes_nothing(settings, db):
         await pool.close()
 
 
-async def test_a_crash_between_commit_and_ack_raises_no_duplicate_alert(fraud_settings, db, amqp):
+async def test_a_crash_between_commit_and_ack_raises_no_duplicate_alert(
+    fraud_settings,
+    db,
+    amqp,
+    alert_events,  # noqa: F811 (the fixture imported above)
+):
     """A worker process killed right after its batch committed (alerts stored, not published, batch
     not acked): the batch goes to the next worker, which changes nothing in the database and
     publishes the stored alerts."""
     s = fraud_settings
-    channel = await amqp.channel()
-    alerts_seen: list[dict[str, Any]] = []
-    exchange = await declare_exchange(channel, s.rabbitmq_exchange)
-    alert_queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await alert_queue.bind(exchange, routing_key="fraud.alert.#")
-
-    async def on_alert(message: Any) -> None:
-        alerts_seen.append(json.loads(message.body))
-
-    await alert_queue.consume(on_alert, no_ack=True)
-
+    publisher = await amqp.channel()
     crashing = start_worker(worker_env(s, WALLET_FAULT_CRASH_AFTER_FRAUD_COMMIT="1"))
     try:
         await wait_consuming(amqp, fraud_topology(s).queue, 1, [crashing])
         prefix = f"fc-{uuid.uuid4().hex[:8]}"
         events = workload(prefix, 4, 5)
         for e in events:
-            await publish(channel, s, encode(e), routing_key(e), e["eventId"])
+            await publish(publisher, s, encode(e), routing_key(e), e["eventId"])
         code = await asyncio.get_running_loop().run_in_executor(None, crashing.wait, 20)
         assert code == -9  # killed after its first commit
     finally:
@@ -170,7 +170,7 @@ async def test_a_crash_between_commit_and_ack_raises_no_duplicate_alert(fraud_se
         assert worker.stats.duplicates >= committed  # the redelivered, committed ones changed nothing
 
         async def all_published() -> bool:
-            return {(a["eventId"], a["rule"]) for a in alerts_seen} == expected
+            return {(a["eventId"], a["rule"]) for a in alert_events} == expected
 
         await wait_for(all_published)
     finally:
@@ -181,7 +181,7 @@ async def test_poison_messages_in_a_batch_go_to_the_dlq_and_the_rest_commits(fra
     """One body that is not JSON and one whose amount no column can hold, in the same delivery
     burst as good events: the good ones are processed, the two end in the DLQ."""
     s = fraud_settings
-    channel = await amqp.channel()
+    publisher = await amqp.channel()
     prefix = f"fp-{uuid.uuid4().hex[:8]}"
     good = workload(prefix, 3, 2)
     huge = event(f"{prefix}-huge", 2, seconds=1, amount="1" + "0" * 20)  # beyond bigint cents
@@ -195,7 +195,7 @@ async def test_poison_messages_in_a_batch_go_to_the_dlq_and_the_rest_commits(fra
         ]
         bodies += [(encode(e), routing_key(e), e["eventId"]) for e in good[3:]]
         for body, key, message_id in bodies:
-            await publish(channel, s, body, key, message_id)
+            await publish(publisher, s, body, key, message_id)
 
         wallets = [f"{prefix}-{w}" for w in range(3)]
 
@@ -206,7 +206,7 @@ async def test_poison_messages_in_a_batch_go_to_the_dlq_and_the_rest_commits(fra
             return int(n) == len(good)
 
         await wait_for(good_processed)
-        dlq = await channel.declare_queue(fraud_topology(s).dead_letter_queue, passive=True)
+        dlq = await publisher.declare_queue(fraud_topology(s).dead_letter_queue, passive=True)
         dead: list[str] = []
 
         async def both_dead() -> bool:
@@ -241,7 +241,7 @@ async def test_two_worker_processes_on_one_queue_raise_the_same_alerts_as_one(fr
     between them (round-robin deliveries), yet the alerts are exactly the brute-force ones: none
     twice, none missed. Both processed part of the stream (their /metrics say how much)."""
     s = fraud_settings
-    channel = await amqp.channel()
+    publisher = await amqp.channel()
     ports = [free_port(), free_port()]
     workers = [
         start_worker(worker_env(s, FRAUD_WORKER_PORT=str(port), FRAUD_BATCH_SIZE="20", FRAUD_PREFETCH="40"))
@@ -252,7 +252,7 @@ async def test_two_worker_processes_on_one_queue_raise_the_same_alerts_as_one(fr
         prefix = f"f2-{uuid.uuid4().hex[:8]}"
         events = workload(prefix, 40, 6)
         for e in events:
-            await publish(channel, s, encode(e), routing_key(e), e["eventId"])
+            await publish(publisher, s, encode(e), routing_key(e), e["eventId"])
         wallets = [f"{prefix}-{w}" for w in range(40)]
 
         async def all_processed() -> bool:
@@ -285,7 +285,7 @@ async def test_the_worker_health_says_lagging_above_the_threshold(fraud_settings
     shows it; released, the event is processed and /health is 200 again."""
     port = free_port()
     s = replace(fraud_settings, fraud_worker_port=port, fraud_lag_threshold_seconds=0.3, host="127.0.0.1")
-    channel = await amqp.channel()
+    publisher = await amqp.channel()
     worker = build_worker(s, name="test-lag")
     await worker.start()
     wallet = f"fl-{uuid.uuid4().hex[:8]}"
@@ -299,7 +299,7 @@ async def test_the_worker_health_says_lagging_above_the_threshold(fraud_settings
             assert (await health())[0] == 200
             await db.execute("SELECT pg_advisory_lock($1, hashtext($2))", WALLET_LOCK_CLASS, wallet)
             e = event(wallet, 2, seconds=0) | {"occurredAt": datetime.now(UTC).isoformat()}
-            await publish(channel, s, encode(e), routing_key(e), e["eventId"])
+            await publish(publisher, s, encode(e), routing_key(e), e["eventId"])
             started = time.monotonic()
             status, body = await health()
             while status == 200:
