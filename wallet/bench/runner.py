@@ -293,13 +293,11 @@ class ServiceBench:
         spread = [f"{self.spread_prefix}{k}" for k in range(self.opts.wallets)]
         drain = WorkerDrain(
             stream,
-            self.target.base_url,
-            self.session,
+            self.wallets,
             self.db_url,
             spread=spread,
             transfer=self.transfer_wallets,
             connections=self.opts.connections,
-            headers=self.auth_headers,
         )
         await drain.declare()
         try:

@@ -15,20 +15,19 @@ import asyncio
 import os
 import random
 import time
-import uuid
 from dataclasses import dataclass, replace
+from decimal import Decimal
 
 import aio_pika
-import aiohttp
 import asyncpg
 
 from wallet.bench.services import proc_cpu_seconds, spawn
+from wallet.client import WalletClient, WalletError
 from wallet.config import Settings
 from wallet.messaging.topology import declare_queue, delete_topology, fraud_topology
 
-JSON_HEADERS = {"Content-Type": "application/json"}
+CENT = Decimal("0.01")
 DRAIN_TIMEOUT_S = 300.0
-RETRIES = 5
 POLL_S = 0.05  # a count of the processed events: often enough, not a load of its own
 
 
@@ -73,23 +72,19 @@ class WorkerDrain:
     def __init__(
         self,
         settings: Settings,
-        base_url: str,
-        session: aiohttp.ClientSession,
+        client: WalletClient,
         db_url: str,
         *,
         spread: list[str],
         transfer: list[str],
         connections: int,
-        headers: dict[str, str],
     ) -> None:
         self.settings = settings
-        self.base_url = base_url
-        self.session = session
+        self.client = client  # keyed writes, retried with their key as a careful client does
         self.db_url = db_url
         self.spread = spread
         self.transfer = transfer
         self.connections = connections
-        self.headers = JSON_HEADERS | headers  # with the bench's credential
         self.withdrawals = 0
 
     async def declare(self) -> None:
@@ -115,21 +110,16 @@ class WorkerDrain:
         rng = random.Random(events)
 
         async def write(n: int) -> None:
-            if n % 2:
-                a, b = rng.sample(self.transfer, 2)
-                path, body = f"/v1/wallet/{a}/transfer", f'{{"toWalletId":"{b}","amount":0.01}}'
-            else:  # each spread wallet in turn: a few withdrawals each, rarely a rapid alert
-                self.withdrawals += 1
-                wallet = self.spread[self.withdrawals % len(self.spread)]
-                path, body = f"/v1/wallet/{wallet}/withdraw", '{"amount":0.01}'
-            headers = self.headers | {"X-Request-ID": str(uuid.uuid4())}
-            for attempt in range(RETRIES + 1):  # 503 and 409 (in flight) retried with the same key
-                async with limit, self.session.post(self.base_url + path, data=body, headers=headers) as r:
-                    if r.status == 200:
-                        return
-                    if r.status not in (409, 503) or attempt == RETRIES:
-                        raise DrainError(f"backlog write {path}: HTTP {r.status} {await r.text()}")
-                await asyncio.sleep(0.5)
+            try:
+                async with limit:
+                    if n % 2:
+                        a, b = rng.sample(self.transfer, 2)
+                        await self.client.transfer(a, b, CENT)
+                    else:  # each spread wallet in turn: a few withdrawals each, rarely a rapid alert
+                        self.withdrawals += 1
+                        await self.client.withdraw(self.spread[self.withdrawals % len(self.spread)], CENT)
+            except WalletError as exc:
+                raise DrainError(f"backlog write: {exc!r}") from exc
 
         before = await self.queue_depth()
         await asyncio.gather(*map(write, range(events)))
