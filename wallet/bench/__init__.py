@@ -17,7 +17,7 @@ import asyncpg
 
 from wallet.bench.report import drain_markdown, drain_table, markdown, text_table
 from wallet.bench.router import MAX_INSTANCES, RouterError
-from wallet.bench.runner import AUTH_MODES, WORKLOADS, BenchError, Options, run
+from wallet.bench.runner import AUTH_MODES, KEYS, RELAYS, WORKLOADS, BenchError, Options, run
 from wallet.bench.services import StartError
 from wallet.bench.worker_drain import DrainError, DrainRow
 from wallet.bench.wrk import WrkError
@@ -65,6 +65,20 @@ def parse_args(argv: list[str] | None) -> Options:
         help="credential the load sends: an API key the bench issues (default), a JWT, or none with"
         " AUTH_ENABLED=false",
     )
+    parser.add_argument(
+        "--keys",
+        choices=KEYS,
+        default=DEFAULTS.keys,
+        help="a unique X-Request-ID on every write (on, as real clients send), none (off), or each "
+        "write workload both ways in the same run (both)",
+    )
+    parser.add_argument(
+        "--relay",
+        choices=RELAYS,
+        default=DEFAULTS.relay,
+        help="who publishes the events during the run: the API process (in-process, as a bare "
+        "`wallet serve`) or `wallet relay` in its own process (separate, as compose deploys)",
+    )
     args = parser.parse_args(argv)
 
     workloads = tuple(w.strip() for w in args.workloads.split(",") if w.strip())
@@ -92,6 +106,8 @@ def parse_args(argv: list[str] | None) -> Options:
         instances=args.instances,
         auth=args.auth,
         events=args.events,
+        keys=args.keys,
+        relay=args.relay,
     )
 
 

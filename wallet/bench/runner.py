@@ -24,6 +24,7 @@ from wallet.bench.services import (
     Server,
     Target,
     create_database,
+    delete_exchange,
     drop_database,
     spawn,
     wait_ready,
@@ -36,6 +37,10 @@ from wallet.config import Settings
 from wallet.persistence.api_key_store import ApiKeyStore
 
 WORKLOADS = ("ceiling", "hot", "spread", "reads", "transfers", "worker")
+WRITES = ("hot", "spread", "transfers")  # sent with a unique X-Request-ID each, unless keys are off
+KEYS = ("on", "off", "both")  # both: each write workload keyed, then key-less
+RELAYS = ("in-process", "separate")  # where the events are published during the measurement
+NO_KEY = " (no key)"  # the name suffix of a key-less write workload
 # Ports above --port-base: the ceiling is at +0, the single service at +1.
 CLUSTER_PORT = 2  # the instances of --instances N: +2 .. +N+1
 ROUTER_PORT = 10  # their router, and its metrics at +11
@@ -75,6 +80,14 @@ class Options:
     # service given the secret) or "off" (AUTH_ENABLED=false: the figures without authentication).
     auth: str = "key"
     events: int = 20_000  # the backlog of the worker workload
+    keys: str = "on"
+    relay: str = "in-process"
+
+    def variants(self, name: str) -> list[bool]:
+        """Whether each run of workload ``name`` is keyed, in order (reads never are)."""
+        if name not in WRITES or self.keys == "off":
+            return [False]
+        return [True, False] if self.keys == "both" else [True]
 
 
 @dataclass(frozen=True)
@@ -129,13 +142,19 @@ async def wrk_run(
             wrk.wait()
 
 
+def phase(args: dict[str, str], tag: str) -> dict[str, str]:
+    """The args of one wrk run of a workload: its keys apart from the other run's (each wrk
+    process counts its keys from 1)."""
+    return args | {"keys": f"{args['keys']}-{tag}"} if "keys" in args else args
+
+
 async def measure(
     opts: Options, name: str, kind: Kind, target: Target, url: str, script: str, args: dict[str, str]
 ) -> Row:
     """A warm-up run (counted for the checks, not for the figures), then the measured run."""
     progress(f"{name}: {WARMUP_S:g}s warm-up + {opts.duration:g}s")
-    warmup, _ = await wrk_run(opts, target, url, script, args, WARMUP_S)
-    run, cpu = await wrk_run(opts, target, url, script, args, opts.duration)
+    warmup, _ = await wrk_run(opts, target, url, script, phase(args, "w"), WARMUP_S)
+    run, cpu = await wrk_run(opts, target, url, script, phase(args, "r"), opts.duration)
     return Row(name, kind, run, warmup, cpu)
 
 
@@ -178,14 +197,17 @@ class Ceiling:
             self.router.stop()
         self.server.stop()
 
-    async def measure(self, kind: Kind, name: str | None = None, routed: bool = False) -> Row:
+    async def measure(
+        self, kind: Kind, name: str | None = None, routed: bool = False, *, keyed: bool = False
+    ) -> Row:
+        """``keyed``: the POSTs carry an X-Request-ID like the service workload they stand beside."""
         target = self.server.target
         if routed:
             assert self.router is not None
             target = Target(self.router.base_url, target.server_pids, (self.router.pid,))
         base = target.base_url
         if kind == "post":
-            args = {"method": "POST", "body": '{"amount": 1}'}
+            args = {"method": "POST", "body": '{"amount": 1}'} | ({"keys": "ceiling"} if keyed else {})
             return await measure(
                 self.opts, name or "ceiling", kind, target, f"{base}/wallet/w/deposit", "fixed.lua", args
             )
@@ -226,29 +248,45 @@ class ServiceBench:
         elif name == "transfers":
             await self.fund_transfers()
 
-    async def run(self, name: str) -> Row:
+    async def run(self, name: str, keyed: bool) -> Row:
         workloads = {
             "hot": self.hot,
             "spread": self.spread,
             "reads": self.reads,
             "transfers": self.transfers,
         }
-        return await workloads[name]()
+        row = await workloads[name](keyed)
+        if name in WRITES:
+            row.check = await self.with_backlog(row.check)
+        return row
 
     def measure(
-        self, name: str, kind: Kind, script: str, args: dict[str, str], path: str = "/"
+        self,
+        name: str,
+        kind: Kind,
+        script: str,
+        args: dict[str, str],
+        path: str = "/",
+        *,
+        keyed: bool = False,
     ) -> Awaitable[Row]:
+        """``keyed``: every request gets a unique X-Request-ID (unique per workload and bench run)."""
+        if keyed:
+            args = args | {"keys": f"{name}-{self.runid}"}
+        else:
+            name += NO_KEY if name in WRITES else ""
         url = self.target.base_url + path
         return measure(self.opts, name, kind, self.target, url, script, args | self.auth_args)
 
-    async def hot(self) -> Row:
-        wallet = f"hot-{self.runid}"
+    async def hot(self, keyed: bool) -> Row:
+        wallet = f"hot-{self.runid}" + ("" if keyed else "-nk")  # each variant checks its own wallet
         args = {"method": "POST", "body": DEPOSIT_CENT}
-        row = await self.measure("hot", "post", "fixed.lua", args, f"/v1/wallet/{wallet}/deposit")
+        path = f"/v1/wallet/{wallet}/deposit"
+        row = await self.measure("hot", "post", "fixed.lua", args, path, keyed=keyed)
         row.check = await settle(lambda: self.balance(wallet), row.acknowledged * CENT, "balance")
         return row
 
-    async def spread(self) -> Row:
+    async def spread(self, keyed: bool) -> Row:
         await self.fund_spread()
         args = {
             "method": "POST",
@@ -257,13 +295,13 @@ class ServiceBench:
             "n": str(self.opts.wallets),
             "body": DEPOSIT_CENT,
         }
-        before = await self.spread_sum()  # the funding
-        row = await self.measure("spread", "post", "random_wallet.lua", args)
+        before = await self.spread_sum()  # the funding, and any earlier variant's deposits
+        row = await self.measure("spread", "post", "random_wallet.lua", args, keyed=keyed)
         expected = before + row.acknowledged * CENT
         row.check = await settle(self.spread_sum, expected, "sum of balances (SQL)")
         return row
 
-    async def reads(self) -> Row:
+    async def reads(self, keyed: bool) -> Row:
         await self.fund_spread()
         args = {"method": "GET", "prefix": f"/v1/wallet/{self.spread_prefix}", "n": str(self.opts.wallets)}
         return await self.measure("reads", "get", "random_wallet.lua", args)
@@ -274,11 +312,11 @@ class ServiceBench:
             await self.deposit_all(self.transfer_wallets, TRANSFER_FUNDING)
             self.transfers_funded = True
 
-    async def transfers(self) -> Row:
+    async def transfers(self, keyed: bool) -> Row:
         await self.fund_transfers()
         name, wallets = self.transfer_prefix, self.transfer_wallets
         args = {"prefix": "/v1/wallet/", "name": name, "n": str(len(wallets)), "amount": "0.01"}
-        row = await self.measure("transfers", "post", "transfer.lua", args)
+        row = await self.measure("transfers", "post", "transfer.lua", args, keyed=keyed)
 
         async def total() -> Decimal:
             return sum(await asyncio.gather(*map(self.balance, wallets)), Decimal(0))
@@ -339,14 +377,24 @@ class ServiceBench:
 
     async def spread_sum(self) -> Decimal:
         """Sum of the spread wallets' balances, read from PostgreSQL (BIGINT minor units)."""
+        cents = await self.fetchval(
+            "SELECT coalesce(sum(balance), 0) FROM wallets WHERE id LIKE $1", self.spread_prefix + "%"
+        )
+        return Decimal(cents) * CENT
+
+    async def with_backlog(self, check: Check | None) -> Check | None:
+        """The check's text, plus the events not yet published when the workload ended: the relay
+        publishes during the measurement, and this says whether it kept up."""
+        backlog = await self.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        text = f"{backlog} events unpublished at the end"
+        return Check(True, text) if check is None else Check(check.ok, f"{check.text}; {text}")
+
+    async def fetchval(self, query: str, *args: object) -> int:
         conn = await asyncpg.connect(self.db_url)
         try:
-            cents = await conn.fetchval(
-                "SELECT coalesce(sum(balance), 0) FROM wallets WHERE id LIKE $1", self.spread_prefix + "%"
-            )
+            return int(await conn.fetchval(query, *args))
         finally:
             await conn.close()
-        return Decimal(cents) * CENT
 
 
 @dataclass
@@ -358,6 +406,9 @@ class System:
     db_url: str
     servers: list[Server] = field(default_factory=list)
     router: Router | None = None
+    relay: Server | None = None  # `wallet relay`, with --relay separate
+    # This system's own exchange, deleted at the end (events are published during the run).
+    exchange: str = field(default_factory=lambda: f"wallet_events.bench_{secrets.token_hex(4)}")
 
     @property
     def target(self) -> Target:
@@ -378,11 +429,19 @@ class System:
                 "HOST": "127.0.0.1",
                 "RATE_LIMIT_ENABLED": "false",
                 "LOG_LEVEL": "warning",
+                "RABBITMQ_EXCHANGE": self.exchange,
+                # The events are published while the workloads run: by the API process itself (as
+                # a bare `wallet serve` does), or by `wallet relay` alone (as compose deploys it).
+                "OUTBOX_RELAY_ENABLED": "true" if opts.relay == "in-process" else "false",
                 **auth,
                 **opts.service_env,
             }
-            progress(f"starting the service{self.label} on port {port}, authentication {opts.auth}")
+            where = f"port {port}, authentication {opts.auth}, relay {opts.relay}"
+            progress(f"starting the service{self.label} on {where}")
             self.servers.append(spawn(f"service{self.label}-{k + 1}", ["-m", "wallet", "serve"], port, env))
+            if opts.relay == "separate" and self.relay is None:
+                relay_env = env | {"OUTBOX_RELAY_ENABLED": "true"}
+                self.relay = spawn(f"relay{self.label}", ["-m", "wallet", "relay"], port, relay_env)
         for server in self.servers:  # started together: the first applies the migrations
             await wait_ready(server, ["/health/live", "/v1/wallet/x"])
         if instances > 1:
@@ -397,6 +456,8 @@ class System:
             self.router.stop()
         for server in self.servers:
             server.stop()
+        if self.relay is not None:
+            self.relay.stop()
 
 
 async def run_service(
@@ -426,16 +487,19 @@ async def run_service(
             ]
             rows = []
             for name in (n for n in names if n != "worker"):
-                adjacent = None
-                if ceiling is not None:
-                    for _, bench in benches:  # funding first: the measurements stay adjacent
-                        await bench.prepare(name)
-                    adjacent = await ceiling.measure(WORKLOAD_KINDS[name], f"ceiling before {name}")
-                for label, bench in benches:
-                    row = await bench.run(name)
-                    row.name += label
-                    row.ceiling_rps = None if adjacent is None else adjacent.run.rps
-                    rows.append(row)
+                for keyed in opts.variants(name):
+                    adjacent = None
+                    if ceiling is not None:
+                        for _, bench in benches:  # funding first: the measurements stay adjacent
+                            await bench.prepare(name)
+                        adjacent = await ceiling.measure(
+                            WORKLOAD_KINDS[name], f"ceiling before {name}", keyed=keyed
+                        )
+                    for label, bench in benches:
+                        row = await bench.run(name, keyed)
+                        row.name += label
+                        row.ceiling_rps = None if adjacent is None else adjacent.run.rps
+                        rows.append(row)
             if "worker" in names:
                 drains += await benches[0][1].worker(stream)
             return rows
@@ -443,6 +507,8 @@ async def run_service(
         for system in systems:
             system.stop()
         await drop_database(opts.database_url, db_name)
+        for system in systems:
+            await delete_exchange(os.environ.get("RABBITMQ_URL") or Settings.rabbitmq_url, system.exchange)
 
 
 AUTH_MODES = ("key", "jwt", "off")

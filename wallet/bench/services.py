@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
 import aiohttp
 import asyncpg
 
@@ -216,3 +217,14 @@ async def drop_database(admin_url: str, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+async def delete_exchange(rabbitmq_url: str, name: str) -> None:
+    """Delete the bench run's own exchange (nothing else); a broker that is away is left alone."""
+    try:
+        connection = await aio_pika.connect(rabbitmq_url, timeout=5)
+    except Exception:
+        return
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(name)

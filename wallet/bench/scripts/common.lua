@@ -1,6 +1,7 @@
 -- Shared by every bench script: a send deadline, per-thread counts, one JSON result line.
 --
--- Arguments (after `--` on wrk's command line, as key=value): active=<seconds to send for>.
+-- Arguments (after `--` on wrk's command line, as key=value): active=<seconds to send for>;
+-- keys=<prefix> gives every request a unique X-Request-ID, <prefix>-<thread>-<n> (see with_key).
 -- After the deadline delay() holds every connection back, so the requests in flight complete
 -- and none is abandoned when wrk's own (longer) -d ends. A script that requires this module
 -- may define configure(opts) to read its own options; it runs inside init().
@@ -32,6 +33,16 @@ end
 ok, not200, sent = 0, 0, 0
 t_start, t_last = 0, 0
 local deadline = 0
+local key_prefix, key_n = nil, 0
+
+-- Sets a fresh X-Request-ID in `headers` when the run is keyed (keys=<prefix>); returns them.
+function with_key(headers)
+  if key_prefix then
+    key_n = key_n + 1
+    headers["X-Request-ID"] = key_prefix .. "-" .. tid .. "-" .. key_n
+  end
+  return headers
+end
 
 function init(args)
   local opts = {}
@@ -42,6 +53,7 @@ function init(args)
   math.randomseed(tid * 1000003 + os.time())
   -- auth=<credential>: sent as a bearer token (scripts with their own headers copy it from here)
   if opts.auth then wrk.headers["Authorization"] = "Bearer " .. opts.auth end
+  if opts.keys and opts.keys ~= "" then key_prefix = opts.keys end
   if configure then configure(opts) end
   t_start = now()
   deadline = t_start + tonumber(opts.active or "10")

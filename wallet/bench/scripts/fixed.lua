@@ -1,11 +1,18 @@
--- One request, the same every time: method and path come from the URL / options, built once.
--- Options: method=POST|GET, body=<JSON text> (none for a GET).
+-- One request, the same every time but for its X-Request-ID (when keyed): method and path come
+-- from the URL / options. Options: method=POST|GET, body=<JSON text> (none for a GET).
 require("common")
 
+local method, body, headers = "GET", nil, {}
+
 function configure(opts)
-  wrk.method = opts.method or "GET"
+  method = opts.method or method
   if opts.body then
-    wrk.body = opts.body
-    wrk.headers["Content-Type"] = "application/json"
+    body = opts.body
+    headers["Content-Type"] = "application/json"
   end
+  headers["Authorization"] = wrk.headers["Authorization"]
+end
+
+function request()
+  return wrk.format(method, nil, with_key(headers), body)
 end

@@ -16,5 +16,5 @@ function configure(opts)
 end
 
 function request()
-  return wrk.format(method, prefix .. math.random(0, n - 1) .. suffix, headers, body)
+  return wrk.format(method, prefix .. math.random(0, n - 1) .. suffix, with_key(headers), body)
 end

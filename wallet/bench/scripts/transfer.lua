@@ -19,5 +19,5 @@ function request()
   local b = math.random(0, n - 2)
   if b >= a then b = b + 1 end
   local body = '{"toWalletId":"' .. name .. b .. '","amount":' .. amount .. '}'
-  return wrk.format("POST", prefix .. name .. a .. "/transfer", headers, body)
+  return wrk.format("POST", prefix .. name .. a .. "/transfer", with_key(headers), body)
 end
