@@ -103,7 +103,6 @@ async def start_service(
         loop_thread=threading.get_ident(),
         events=event_store,
         loader=BatchedStateLoader(event_store.load_many),
-        idempotency=idempotency_store,
         sagas=saga_store,
         submit=writer.submit,
         max_flights=s.flush_pipeline_depth,
@@ -114,7 +113,8 @@ async def start_service(
         max_live=s.max_live_actors,
         idle_seconds=s.actor_idle_seconds,
     )
-    gate = IdempotencyGate(idempotency_store, s.command_timeout_seconds)
+    deadlines = Deadlines(s.command_timeout_seconds)  # one sweeper for every waiting request
+    gate = IdempotencyGate(deadlines)
     coordinator = TransferCoordinator.start(
         loop, threading.get_ident(), directory.tell, faults or Faults.from_env(dict(s.extra))
     )
@@ -141,7 +141,7 @@ async def start_service(
         writer=writer,
         directory=directory,
         gate=gate,
-        deadlines=Deadlines(s.command_timeout_seconds),
+        deadlines=deadlines,
         coordinator=coordinator,
         transfers=transfers,
         outbox=_outbox_relay(pool, s, name=name, bus=bus),

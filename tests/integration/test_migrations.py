@@ -55,23 +55,27 @@ def test_the_flush_function_has_one_repeatable_file() -> None:
     )
 
 
-async def test_a_fresh_database_ends_with_the_function_the_numbered_migrations_built(
+async def test_a_fresh_database_ends_with_the_function_an_upgraded_one_gets(
     new_database: NewDatabase,
 ) -> None:
-    """The numbered files alone (what ``migrate`` ran before the repeatable file existed) and
-    ``migrate`` now give the same function, byte for byte."""
+    """A database built by the numbered files alone (what ``migrate`` ran before the repeatable
+    file existed: the function returning integer[]) then given the repeatable file, and a fresh
+    ``migrate``, end with the same function, byte for byte (its return type changed since)."""
     history = await new_database()
     conn = await asyncpg.connect(history)
     try:
         for _, sql in migration_files():
             await conn.execute(sql)
-        before = await conn.fetchval(FUNCTION_DEF)
+        for _, sql in repeatable_files():
+            await conn.execute(sql)
+        upgraded = await conn.fetchval(FUNCTION_DEF)
     finally:
         await conn.close()
     fresh = await new_database()
     applied = await migrate(fresh)
     assert applied == [name for name, _ in migration_files()] + ["wallet_apply_batches"]
-    assert await fetchval(fresh, FUNCTION_DEF) == before
+    assert await fetchval(fresh, FUNCTION_DEF) == upgraded
+    assert "RETURNS jsonb" in upgraded
 
 
 async def test_migrating_again_changes_nothing(new_database: NewDatabase) -> None:
@@ -88,7 +92,7 @@ async def test_a_changed_function_file_is_applied_again(
     dsn = await new_database()
     await migrate(dsn)
     original = dict(repeatable_files())["wallet_apply_batches"]
-    changed = original.replace("RETURN conflicts;", "RETURN conflicts;  -- changed")
+    changed = original.replace("RETURN refused;", "RETURN refused;  -- changed")
     assert changed != original
     monkeypatch.setattr(migrations, "repeatable_files", lambda: [("wallet_apply_batches", changed)])
     assert await migrate(dsn) == ["wallet_apply_batches"]

@@ -9,6 +9,7 @@ import pytest
 from tests.helpers import post
 from wallet.actors.messages import IdempotencyKey, Refused, Reply
 from wallet.bootstrap import start_api
+from wallet.service.deadlines import Deadlines
 from wallet.service.idempotency import IdempotencyGate
 
 
@@ -44,7 +45,7 @@ async def test_nul_in_text_is_a_400_not_a_failed_flush(client, wallet_id):
 
 
 async def test_a_failed_send_does_not_leave_its_key_stuck(service):
-    gate = IdempotencyGate(service.idempotency_store, wait_seconds=1.0)
+    gate = IdempotencyGate(Deadlines(1.0))
     key = IdempotencyKey("stuck-key-test", "fp")
 
     def render(outcome):

@@ -44,10 +44,10 @@ def _request(log: list[str], actor: _Actor, token: int) -> FlushRequest:
 async def test_the_next_batch_is_applied_before_the_previous_answers_go_out():
     log: list[str] = []
 
-    async def apply(batches: Sequence[WalletBatch]) -> set[int]:
+    async def apply(batches: Sequence[WalletBatch]) -> dict[int, tuple[Any, ...]]:
         log.append(f"apply {batches[0].expected_version + 1}")
         await asyncio.sleep(0.001)
-        return set()
+        return {}
 
     writer_box: list[FlushWriter] = []
     waiting: list[FlushRequest] = []

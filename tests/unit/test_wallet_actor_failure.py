@@ -35,9 +35,7 @@ def _flight(actor: WalletActor, token: int, committed: bool) -> tuple[_Flight, _
 async def test_fail_everything_answers_uncommitted_flights_only():
     loop = asyncio.get_running_loop()
     nothing: Any = None
-    context = WalletActorContext(
-        loop, threading.get_ident(), nothing, nothing, nothing, nothing, lambda r: None
-    )
+    context = WalletActorContext(loop, threading.get_ident(), nothing, nothing, nothing, lambda r: None)
     actor = WalletActor("w", context)
     committed, committed_client = _flight(actor, 1, committed=True)
     pending, pending_client = _flight(actor, 2, committed=False)

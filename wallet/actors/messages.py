@@ -13,9 +13,9 @@ from typing import Any, Protocol
 import pykka
 
 from wallet.domain.commands import WalletCommand
-from wallet.domain.errors import DomainError
+from wallet.domain.errors import DomainError, IdempotencyKeyReuseError
 from wallet.domain.wallet import WalletState
-from wallet.persistence.records import StoredEvent, WalletBatch
+from wallet.persistence.records import IdempotencyRecord, StoredEvent, WalletBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,8 @@ Outcome = Accepted | Rejected | Refused
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyKey:
-    """A client's X-Request-ID and what makes two requests with it "the same" (``fingerprint``)."""
+    """``key``: the identity the record is stored under, an opaque string the service composes
+    from the request (today the X-Request-ID itself); ``fingerprint``: what the request asked."""
 
     key: str
     fingerprint: str
@@ -94,6 +95,15 @@ class IdempotencyKey:
         """The key of a request: its fingerprint is operation, wallet and validated parameters."""
         canonical = json.dumps([operation, wallet_id, params], sort_keys=True, default=str)
         return cls(key, hashlib.sha256(canonical.encode()).hexdigest())
+
+
+def replay(record: IdempotencyRecord, key: IdempotencyKey, render: Callable[[Outcome], Reply]) -> Reply:
+    """The answer to a request whose key is already recorded: the stored answer again if it is
+    the same request, else 422 (the key was used for a different one)."""
+    if record.fingerprint == key.fingerprint:
+        return Reply(record.status, record.body, replayed=True)
+    error = IdempotencyKeyReuseError("X-Request-ID was already used for a different request")
+    return render(Rejected(error))
 
 
 def _settle(future: asyncio.Future[Reply], reply: Reply) -> None:
@@ -178,6 +188,7 @@ class CommandEnvelope:
 class FlushResult(enum.Enum):
     COMMITTED = "committed"
     CONFLICT = "conflict"
+    KEYS_TAKEN = "keys taken"  # not applied: some of its X-Request-IDs were already recorded
     FAILED = "failed"
 
 
@@ -193,6 +204,7 @@ class Flushed:
     result: FlushResult
     error: BaseException | None = None
     token: int = 0  # which of the actor's batches
+    taken: tuple[IdempotencyRecord, ...] = ()  # KEYS_TAKEN: the stored records of those keys
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,17 +35,17 @@ from wallet.actors.messages import (
     Passivate,
     Rejected,
     Reply,
+    replay,
     saga_step_obsolete,
     unavailable,
 )
-from wallet.domain.errors import DomainError, IdempotencyKeyReuseError
+from wallet.domain.errors import DomainError
 from wallet.domain.events import Event
 from wallet.domain.saga import SagaTransition, expected_state, is_saga_step, transition_for
 from wallet.domain.wallet import WalletState, decide, evolve
 from wallet.ids import new_uuid
 from wallet.persistence.db import is_connection_failure
 from wallet.persistence.event_store import EventStore, FlushOutcomeUnknown
-from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.records import IdempotencyRecord, StoredEvent, StoredWallet, WalletBatch
 from wallet.persistence.saga_store import SagaStore
 from wallet.persistence.state_loader import BatchedStateLoader
@@ -67,7 +67,6 @@ class WalletActorContext:
     loop_thread: int
     events: EventStore
     loader: BatchedStateLoader
-    idempotency: IdempotencyStore
     sagas: SagaStore
     submit: Callable[[FlushRequest], None]
     # Batches of one wallet in flight at once: the next one overlaps the database's half of the
@@ -257,18 +256,33 @@ class WalletActor(LoopActor):
             self._submit_if_room()
 
     def _sort_out_troubled(self) -> None:
-        """A flight conflicted or failed (and so did any flight built on it, unless the failure
-        hid a COMMIT). Committed flights were answered by the writer. Conflicting ones are decided
-        again; failed ones are checked: did they commit after all?"""
+        """A flight conflicted, found keys taken, or failed (and so did any flight built on it,
+        unless the failure hid a COMMIT). Committed flights were answered by the writer.
+        Conflicting ones are decided again; of those with keys taken, the commands with a taken
+        key get its stored answer and the others are decided again; failed ones are checked:
+        did they commit after all?
+
+        Keys taken alone (and the flights after one, which conflict only because it did not
+        write) need no reload: nothing was written, so the committed state still stands (if
+        another writer changed it, the next flush says so)."""
         troubled, self._troubled = self._troubled, []
         redecide: list[CommandEnvelope] = []
         checks: list[list[_Decided]] = []
         retryable: list[bool] = []
         orphans: set[int] = set()  # server processes of flushes that may still commit
+        reload = False
+        after_taken = False
         for flight, result in troubled:
-            if result.result is FlushResult.CONFLICT:
+            if result.result is FlushResult.KEYS_TAKEN:
+                redecide.extend(self._answer_taken(flight.decided, result.taken))
+                after_taken = True
+            elif result.result is FlushResult.CONFLICT:
                 redecide.extend(d.envelope for d in flight.decided)
+                reload = reload or not after_taken
+            elif result.result is FlushResult.COMMITTED:  # after a refused flight that wrote nothing
+                reload = True
             elif result.result is FlushResult.FAILED:
+                reload = True
                 log.warning("wallet actor %s: flush failed: %r", self.wallet_id, result.error)
                 checks.append(flight.decided)
                 retryable.append(
@@ -276,6 +290,9 @@ class WalletActor(LoopActor):
                 )
                 if isinstance(result.error, FlushOutcomeUnknown) and result.error.backend_pid is not None:
                     orphans.add(result.error.backend_pid)
+        if not reload:
+            self._decide_again(redecide)
+            return
         if any(result.result is FlushResult.CONFLICT for _, result in troubled):
             self._conflicts_in_a_row += 1
             if self._conflicts_in_a_row > MAX_CONSECUTIVE_CONFLICTS:
@@ -285,6 +302,34 @@ class WalletActor(LoopActor):
                     )
                 redecide = []
         self._reload(redecide, checks, orphans, retryable)
+
+    @staticmethod
+    def _answer_taken(decided: list[_Decided], taken: Sequence[IdempotencyRecord]) -> list[CommandEnvelope]:
+        """Answer the commands whose key was already recorded (the stored answer, or 422 for a
+        different request); return the others, to be decided again. A saga step whose key was
+        taken meanwhile goes on without recording it (the saga must finish either way)."""
+        records = {record.key: record for record in taken}
+        again: list[CommandEnvelope] = []
+        for d in decided:
+            envelope = d.envelope
+            key = envelope.idempotency
+            record = records.get(key.key) if key is not None else None
+            if record is None or key is None:
+                again.append(envelope)
+            elif is_saga_step(envelope.command):
+                envelope.idempotency = None
+                again.append(envelope)
+            else:
+                envelope.answer_on_loop(replay(record, key, envelope.render))
+        return again
+
+    def _decide_again(self, envelopes: list[CommandEnvelope]) -> None:
+        """Decide ``envelopes``, then the pending commands, again from the committed state."""
+        self._optimistic = self._committed
+        pending, self._pending = self._pending, []
+        for envelope in envelopes + [d.envelope for d in pending]:
+            self._decide(envelope)
+        self._submit_if_room()
 
     # -- reloading ---------------------------------------------------------------------------
 
@@ -384,7 +429,8 @@ class WalletActor(LoopActor):
 
     async def _settled_elsewhere(self, envelopes: list[CommandEnvelope]) -> dict[int, Reply]:
         """Commands someone else settled meanwhile: a saga step already applied (by recovery or
-        another instance), or an X-Request-ID another writer recorded. The reply to give each."""
+        another instance). The reply to give each. (An X-Request-ID recorded meanwhile needs no
+        lookup here: the next flush refuses it and reports its stored answer.)"""
         replies: dict[int, Reply] = {}
         for envelope in envelopes:
             command = envelope.command
@@ -393,20 +439,6 @@ class WalletActor(LoopActor):
                 if current is not expected_state(command):
                     refusal = saga_step_obsolete(f"saga is {current}; step not applied")
                     replies[id(envelope)] = envelope.render(refusal)
-                    continue
-            if envelope.idempotency is None:
-                continue
-            record = await self._ctx.idempotency.find(envelope.idempotency.key)
-            if record is None:
-                continue
-            if is_saga_step(command):
-                # Another request took this key meanwhile; the saga goes on without recording it.
-                envelope.idempotency = None
-            elif record.fingerprint == envelope.idempotency.fingerprint:
-                replies[id(envelope)] = Reply(record.status, record.body, replayed=True)
-            else:
-                error = IdempotencyKeyReuseError("X-Request-ID was used for a different request")
-                replies[id(envelope)] = envelope.render(Rejected(error))
         return replies
 
     # -- helpers -----------------------------------------------------------------------------

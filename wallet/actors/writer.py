@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import pykka
 
 from wallet.actors.messages import Flushed, FlushRequest, FlushResult
-from wallet.persistence.records import WalletBatch
+from wallet.persistence.records import Refusals, WalletBatch
 
 log = logging.getLogger(__name__)
 
-ApplyBatches = Callable[[Sequence[WalletBatch]], Awaitable[set[int]]]
+ApplyBatches = Callable[[Sequence[WalletBatch]], Awaitable[Refusals]]
 
 
 @dataclass(slots=True)
@@ -30,6 +30,7 @@ class WriterStats:
     wallet_batches: int = 0
     commands: int = 0
     version_conflicts: int = 0
+    keys_taken: int = 0  # wallet batches refused because an X-Request-ID was already recorded
     failures: int = 0
 
 
@@ -103,7 +104,7 @@ class FlushWriter:
         try:
             if self._before_commit is not None:  # the cache's fences; never raises
                 await self._before_commit(batches)
-            conflicts = await self._apply(batches)
+            refused = await self._apply(batches)
         except asyncio.CancelledError:
             for request in requests:
                 _tell(request, Flushed(FlushResult.FAILED, RuntimeError("writer stopped"), request.token))
@@ -117,11 +118,16 @@ class FlushWriter:
         stats = self.stats
         stats.transactions += 1
         stats.wallet_batches += len(requests)
-        stats.version_conflicts += len(conflicts)
         committed: list[FlushRequest] = []
         for position, request in enumerate(requests):
-            if position in conflicts:
-                _tell(request, Flushed(FlushResult.CONFLICT, None, request.token))
+            taken = refused.get(position)
+            if taken is not None:
+                if taken:
+                    stats.keys_taken += 1
+                    _tell(request, Flushed(FlushResult.KEYS_TAKEN, None, request.token, taken))
+                else:
+                    stats.version_conflicts += 1
+                    _tell(request, Flushed(FlushResult.CONFLICT, None, request.token))
                 continue
             stats.commands += len(request.answers)
             request.committed = True

@@ -12,7 +12,7 @@ import orjson
 
 from wallet.domain.wallet import WalletState, WalletStatus
 from wallet.persistence.db import discard, is_connection_failure, retrying
-from wallet.persistence.records import StoredWallet, WalletBatch
+from wallet.persistence.records import IdempotencyRecord, Refusals, StoredWallet, WalletBatch
 
 
 class FlushOutcomeUnknown(Exception):
@@ -79,14 +79,26 @@ def encode_batches(batches: Sequence[WalletBatch]) -> str:
     return orjson.dumps([_batch_json(b) for b in batches]).decode()
 
 
+def decode_refusals(text: str) -> Refusals:
+    """The flush function's answer: ``[{"p": position, "t": [taken key records]}]``, "t" absent
+    for a conflict; ``[]`` when every batch committed."""
+    if text == "[]":
+        return {}
+    return {
+        item["p"] - 1: tuple(IdempotencyRecord(t["k"], t["f"], t["s"], t["r"]) for t in item.get("t") or ())
+        for item in orjson.loads(text)
+    }
+
+
 class EventStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._held: list[asyncpg.Connection] = []
         self._orphans: dict[int, asyncio.Future[None]] = {}  # server pid -> its watch
 
-    async def apply(self, batches: Sequence[WalletBatch]) -> set[int]:
-        """Write the batches in one transaction; return the positions (0-based) that conflicted.
+    async def apply(self, batches: Sequence[WalletBatch]) -> Refusals:
+        """Write the batches in one transaction; return those (by 0-based position) that did not
+        commit: conflicts, and batches with X-Request-IDs already taken, with their records.
 
         Flushes keep their connections (no pool acquire and release per flush; the release's
         reset round trip is gone anyway with ``PooledConnection``; DESIGN.md §8).
@@ -97,7 +109,7 @@ class EventStore:
         conn = await self._connection()
         pid = conn.get_server_pid()  # known before the connection can fail
         try:
-            conflicts = await conn.fetchval("SELECT wallet_apply_batches($1::jsonb)", payload)
+            refused = await conn.fetchval("SELECT wallet_apply_batches($1::jsonb)", payload)
         except asyncpg.PostgresConnectionError as exc:  # lost (class 08): the server may still COMMIT
             discard(conn)
             raise FlushOutcomeUnknown(pid) from exc
@@ -112,7 +124,7 @@ class EventStore:
             discard(conn)
             raise FlushOutcomeUnknown(pid) from exc
         self._held.append(conn)
-        return {position - 1 for position in conflicts}
+        return decode_refusals(refused)
 
     async def _connection(self) -> asyncpg.Connection:
         """A held connection still open, or one from the pool. A held connection whose server

@@ -15,15 +15,24 @@ class IdempotencyStore:
         self._pool = pool
 
     async def find(self, key: str) -> IdempotencyRecord | None:
-        row = await retrying(
-            self._pool,
-            lambda conn: conn.fetchrow(
-                "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE key = $1", key
-            ),
+        return (await retrying(self._pool, lambda conn: self.find_many(conn, [key]))).get(key)
+
+    @staticmethod
+    async def find_many(conn: asyncpg.Connection, keys: list[str]) -> dict[str, IdempotencyRecord]:
+        """The records of ``keys`` that exist, by key, read on ``conn``."""
+        if not keys:
+            return {}
+        rows = await conn.fetch(
+            "SELECT key, fingerprint, status_code, response FROM idempotency_keys"
+            " WHERE key = ANY($1::text[])",
+            keys,
         )
-        if row is None:
-            return None
-        return IdempotencyRecord(key, row["fingerprint"], row["status_code"], json.loads(row["response"]))
+        return {
+            row["key"]: IdempotencyRecord(
+                row["key"], row["fingerprint"], row["status_code"], json.loads(row["response"])
+            )
+            for row in rows
+        }
 
     async def purge(self, older_than_seconds: int) -> int:
         async with self._pool.acquire() as conn:

@@ -31,6 +31,12 @@ class IdempotencyRecord:
     body: dict[str, Any]
 
 
+# What a flush reports for each wallet batch (by 0-based position) that did not commit: the stored
+# records of its X-Request-IDs that were already taken, or () for a conflict (the wallet's stored
+# state is not the one the batch was decided on).
+Refusals = dict[int, tuple[IdempotencyRecord, ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class WalletBatch:
     """One wallet's share of a flush: written atomically, and only on the state it was decided on,

@@ -11,6 +11,8 @@ import asyncpg
 from wallet.domain.saga import SagaState
 from wallet.persistence.db import retrying
 from wallet.persistence.grouped import Failed, GroupedCalls
+from wallet.persistence.idempotency_store import IdempotencyStore
+from wallet.persistence.records import IdempotencyRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,23 +46,29 @@ def _record(row: asyncpg.Record) -> SagaRecord:
 class SagaStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._create_grouped = GroupedCalls(self.create_many)
+        self._create_grouped: GroupedCalls[SagaRecord, SagaRecord | IdempotencyRecord] = GroupedCalls(
+            self.create_many
+        )
 
-    async def create(self, saga: SagaRecord) -> SagaRecord:
-        """Insert a PENDING saga; if its request key is taken, return the saga that holds it.
-        Concurrent creates share one statement and one commit (``create_many``)."""
+    async def create(self, saga: SagaRecord) -> SagaRecord | IdempotencyRecord:
+        """Insert a PENDING saga; if its request key is taken, return the saga that holds it, or
+        the record of the request that took it. Concurrent creates share one statement and one
+        commit (``create_many``)."""
         return await self._create_grouped(saga)
 
-    async def create_many(self, sagas: list[SagaRecord]) -> list[SagaRecord | Failed]:
-        """Insert PENDING sagas in one statement; for each, the stored saga (the one already
-        holding its request key, if that was taken). The INSERT commits on its own: if finding
-        a key's holder then fails, only the sagas that lost their key fail. Safe to repeat (a
-        saga inserted by an attempt whose answer was lost is found by its id), so a lost
-        connection is retried on another."""
+    async def create_many(self, sagas: list[SagaRecord]) -> list[SagaRecord | IdempotencyRecord | Failed]:
+        """Insert PENDING sagas in one statement; for each, the stored saga, or, if its request
+        key was taken, the saga already holding it or the key's record (the key check of a keyed
+        transfer, in the same round trip). The INSERT commits on its own: if finding a key's
+        holder then fails, only the sagas that lost their key fail. Safe to repeat (a saga
+        inserted by an attempt whose answer was lost is found by its id), so a lost connection is
+        retried on another."""
         return await retrying(self._pool, lambda conn: self._create_many(conn, sagas))
 
     @staticmethod
-    async def _create_many(conn: asyncpg.Connection, sagas: list[SagaRecord]) -> list[SagaRecord | Failed]:
+    async def _create_many(
+        conn: asyncpg.Connection, sagas: list[SagaRecord]
+    ) -> list[SagaRecord | IdempotencyRecord | Failed]:
         rows = await conn.fetch(
             "INSERT INTO transfer_sagas (id, from_wallet_id, to_wallet_id, amount, state,"
             " request_key, request_fingerprint)"
@@ -68,6 +76,8 @@ class SagaStore:
             " request_key, request_fingerprint"
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])"
             " AS s(id, from_wallet_id, to_wallet_id, amount, request_key, request_fingerprint)"
+            " WHERE request_key IS NULL"
+            " OR NOT EXISTS (SELECT 1 FROM idempotency_keys i WHERE i.key = s.request_key)"
             f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
             [s.id for s in sagas],
             [s.from_wallet_id for s in sagas],
@@ -79,7 +89,7 @@ class SagaStore:
         stored = {row["id"]: _record(row) for row in rows}
         missing = [s for s in sagas if s.id not in stored]
         by_id: dict[str, SagaRecord] = {}
-        by_key: dict[str, SagaRecord] = {}
+        by_key: dict[str, SagaRecord | IdempotencyRecord] = {}
         lookup_error: BaseException | None = None
         if missing:
             try:
@@ -94,11 +104,13 @@ class SagaStore:
                     by_id[found.id] = found
                     if found.request_key is not None:
                         by_key[found.request_key] = found
+                unheld = [s.request_key for s in missing if s.request_key and s.request_key not in by_key]
+                by_key.update(await IdempotencyStore.find_many(conn, unheld))
             except Exception as exc:
                 lookup_error = exc
-        results: list[SagaRecord | Failed] = []
+        results: list[SagaRecord | IdempotencyRecord | Failed] = []
         for saga in sagas:
-            record: SagaRecord | None = stored.get(saga.id) or by_id.get(saga.id)
+            record: SagaRecord | IdempotencyRecord | None = stored.get(saga.id) or by_id.get(saga.id)
             if record is None and saga.request_key is not None:
                 record = by_key.get(saga.request_key)
             if record is not None:

@@ -26,6 +26,7 @@ from wallet.actors.messages import (
     Rejected,
     Reply,
     key_in_flight,
+    replay,
     unavailable,
 )
 from wallet.actors.transfer_coordinator import RenderTransfer, RunSaga, TransferResult
@@ -33,6 +34,7 @@ from wallet.auth.principal import SAGA_RECOVERY, audit
 from wallet.domain.errors import IdempotencyKeyReuseError
 from wallet.domain.saga import FINAL_STATES, SagaState
 from wallet.persistence.idempotency_store import IdempotencyStore
+from wallet.persistence.records import IdempotencyRecord
 from wallet.persistence.saga_store import SagaRecord, SagaStore
 from wallet.service.idempotency import IdempotencyGate
 
@@ -119,6 +121,9 @@ class TransferService:
         except Exception as exc:
             log.warning("could not record transfer: %r", exc)
             return render(unavailable("database unavailable"))
+        if isinstance(stored, IdempotencyRecord):  # the key was recorded by another request
+            assert key is not None
+            return replay(stored, key, render_outcome)
         if stored.id != saga.id:  # the key already started a saga (another instance)
             assert key is not None
             return await self._duplicate(stored, key, render, render_outcome, audit)

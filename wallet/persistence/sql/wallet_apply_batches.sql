@@ -3,10 +3,21 @@
 -- change to it is a change to this file alone (0001, 0002 and 0004 keep their copies as history).
 --
 -- One flush: many wallets' batches in one round trip. Each wallet's batch is applied in its own
--- subtransaction: a version conflict, a taken idempotency key or a saga step from an unexpected
--- state rolls back that wallet alone and its position (1-based) is returned, so its actor reloads
--- and decides again; the others commit. One notification wakes the outbox relay if anything was
--- written.
+-- subtransaction: a version conflict or a saga step from an unexpected state rolls back that wallet
+-- alone and its position is returned, so its actor reloads and decides again; the others commit.
+-- One notification wakes the outbox relay if anything was written.
+--
+-- The X-Request-ID check is part of the flush (issue 12): a keyed request makes no lookup of its
+-- own before its command reaches the actor. A batch whose keys are already recorded is not applied;
+-- the function returns those keys' stored records, so the actor replays (or refuses with 422) just
+-- those commands and decides the others again, without a reload.
+--
+-- Returns a jsonb array with one element per wallet batch that did not commit, in order:
+--   {"p": position (1-based)}                       conflict
+--   {"p": position, "t": [{"k","f","s","r"}, ...]}  keys already recorded: their records
+-- (The return type was integer[] until issue 12; CREATE OR REPLACE cannot change it, hence the
+-- DROP. An instance of the previous version meeting the new function fails its flushes and
+-- checks each one for its events, so it answers nothing wrongly while it is replaced.)
 --
 -- batches: [{"w": wallet id,
 --            "ev": expected version (0: new wallet),
@@ -17,13 +28,17 @@
 --            "k": [{"k","f","s","r"}] idempotency records (key, fingerprint, status, reply),
 --            "g": [{"id","from","to","cur","err","why"}] saga state changes}]
 
-CREATE OR REPLACE FUNCTION wallet_apply_batches(batches jsonb) RETURNS integer[] LANGUAGE plpgsql AS $$
+DROP FUNCTION IF EXISTS wallet_apply_batches(jsonb);
+
+CREATE OR REPLACE FUNCTION wallet_apply_batches(batches jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     item record;
     wb jsonb;
     s jsonb;
     expected bigint;
-    conflicts integer[] := '{}';
+    refused jsonb := '[]';
+    inserted text[];
+    taken jsonb;
     wrote boolean := false;
     n bigint;
     g jsonb;
@@ -32,10 +47,26 @@ BEGIN
         wb := item.value;
         BEGIN
             expected := (wb->>'ev')::bigint;
+            taken := NULL;
             IF jsonb_array_length(wb->'k') > 0 THEN
-                INSERT INTO idempotency_keys (key, fingerprint, status_code, response)
-                SELECT k->>'k', k->>'f', (k->>'s')::integer, k->'r'
-                FROM jsonb_array_elements(wb->'k') AS k;
+                WITH ins AS (
+                    INSERT INTO idempotency_keys (key, fingerprint, status_code, response)
+                    SELECT k->>'k', k->>'f', (k->>'s')::integer, k->'r'
+                    FROM jsonb_array_elements(wb->'k') AS k
+                    ON CONFLICT (key) DO NOTHING
+                    RETURNING key
+                )
+                SELECT array_agg(key) INTO inserted FROM ins;
+                IF coalesce(array_length(inserted, 1), 0) < jsonb_array_length(wb->'k') THEN
+                    SELECT jsonb_agg(jsonb_build_object('k', i.key, 'f', i.fingerprint,
+                                                        's', i.status_code, 'r', i.response))
+                      INTO taken
+                      FROM idempotency_keys i
+                     WHERE i.key IN (SELECT k->>'k' FROM jsonb_array_elements(wb->'k') AS k)
+                       AND i.key <> ALL (coalesce(inserted, '{}'));
+                    -- none taken before: one key twice in the batch; refused as a conflict
+                    RAISE EXCEPTION USING ERRCODE = CASE WHEN taken IS NULL THEN 'WV001' ELSE 'WV003' END;
+                END IF;
             END IF;
             FOR g IN SELECT value FROM jsonb_array_elements(coalesce(wb->'g', '[]'::jsonb)) LOOP
                 UPDATE transfer_sagas
@@ -105,12 +136,15 @@ BEGIN
                 wrote := true;
             END IF;
         EXCEPTION
+            WHEN SQLSTATE 'WV003' THEN
+                refused := refused || jsonb_build_array(
+                    jsonb_build_object('p', item.ordinality, 't', taken));
             WHEN unique_violation OR SQLSTATE 'WV001' OR SQLSTATE 'WV002' THEN
-                conflicts := conflicts || item.ordinality::integer;
+                refused := refused || jsonb_build_array(jsonb_build_object('p', item.ordinality));
         END;
     END LOOP;
     IF wrote THEN
         PERFORM pg_notify('wallet_outbox', '');
     END IF;
-    RETURN conflicts;
+    RETURN refused;
 END $$;
