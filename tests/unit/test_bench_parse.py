@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from wallet.bench import parse_args
-from wallet.bench.runner import Check, Row, set_ratios, settle
+from wallet.bench.runner import Check, Row, phase, set_ratios, settle
 from wallet.bench.services import CpuUse
 from wallet.bench.wrk import WrkError, WrkResult, parse_result, wrk_command
 
@@ -175,3 +175,18 @@ def test_the_worker_workload_and_its_backlog_size_are_options_and_its_rows_rende
         "fraud_detection.bench_abcd",
         "wallet_events.bench_abcd",
     )
+
+
+def test_writes_are_keyed_by_default_and_both_ways_on_request() -> None:
+    keyed = parse_args([])
+    assert (keyed.keys, keyed.relay) == ("on", "in-process")
+    assert [keyed.variants(w) for w in ("hot", "spread", "transfers", "reads")] == [[True]] * 3 + [[False]]
+    both = parse_args(["--keys", "both", "--relay", "separate"])
+    assert both.variants("hot") == [True, False] and both.variants("reads") == [False]
+    assert parse_args(["--keys", "off"]).variants("transfers") == [False]
+
+
+def test_the_warm_up_and_the_run_send_different_keys() -> None:
+    args = {"method": "POST", "keys": "hot-ab12"}
+    assert phase(args, "w")["keys"] != phase(args, "r")["keys"]
+    assert phase({"method": "GET"}, "w") == {"method": "GET"}
