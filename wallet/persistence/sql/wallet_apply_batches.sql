@@ -37,7 +37,6 @@ DECLARE
     s jsonb;
     expected bigint;
     refused jsonb := '[]';
-    inserted text[];
     taken jsonb;
     wrote boolean := false;
     n bigint;
@@ -47,26 +46,12 @@ BEGIN
         wb := item.value;
         BEGIN
             expected := (wb->>'ev')::bigint;
-            taken := NULL;
             IF jsonb_array_length(wb->'k') > 0 THEN
-                WITH ins AS (
-                    INSERT INTO idempotency_keys (key, fingerprint, status_code, response)
-                    SELECT k->>'k', k->>'f', (k->>'s')::integer, k->'r'
-                    FROM jsonb_array_elements(wb->'k') AS k
-                    ON CONFLICT (key) DO NOTHING
-                    RETURNING key
-                )
-                SELECT array_agg(key) INTO inserted FROM ins;
-                IF coalesce(array_length(inserted, 1), 0) < jsonb_array_length(wb->'k') THEN
-                    SELECT jsonb_agg(jsonb_build_object('k', i.key, 'f', i.fingerprint,
-                                                        's', i.status_code, 'r', i.response))
-                      INTO taken
-                      FROM idempotency_keys i
-                     WHERE i.key IN (SELECT k->>'k' FROM jsonb_array_elements(wb->'k') AS k)
-                       AND i.key <> ALL (coalesce(inserted, '{}'));
-                    -- none taken before: one key twice in the batch; refused as a conflict
-                    RAISE EXCEPTION USING ERRCODE = CASE WHEN taken IS NULL THEN 'WV001' ELSE 'WV003' END;
-                END IF;
+                -- A taken key raises unique_violation (after waiting for a concurrent insert of it
+                -- to commit or roll back); the handler below then reads the stored records.
+                INSERT INTO idempotency_keys (key, fingerprint, status_code, response)
+                SELECT k->>'k', k->>'f', (k->>'s')::integer, k->'r'
+                FROM jsonb_array_elements(wb->'k') AS k;
             END IF;
             FOR g IN SELECT value FROM jsonb_array_elements(coalesce(wb->'g', '[]'::jsonb)) LOOP
                 UPDATE transfer_sagas
@@ -136,11 +121,20 @@ BEGIN
                 wrote := true;
             END IF;
         EXCEPTION
-            WHEN SQLSTATE 'WV003' THEN
-                refused := refused || jsonb_build_array(
-                    jsonb_build_object('p', item.ordinality, 't', taken));
             WHEN unique_violation OR SQLSTATE 'WV001' OR SQLSTATE 'WV002' THEN
-                refused := refused || jsonb_build_array(jsonb_build_object('p', item.ordinality));
+                -- Rolled back to the wallet's start. Keys recorded by others: reported with their
+                -- records (none found: a conflict, e.g. one key twice in the batch, another unique).
+                taken := NULL;
+                IF SQLSTATE = '23505' AND jsonb_array_length(wb->'k') > 0 THEN
+                    SELECT jsonb_agg(jsonb_build_object('k', i.key, 'f', i.fingerprint,
+                                                        's', i.status_code, 'r', i.response))
+                      INTO taken
+                      FROM idempotency_keys i
+                     WHERE i.key IN (SELECT k->>'k' FROM jsonb_array_elements(wb->'k') AS k);
+                END IF;
+                refused := refused || jsonb_build_array(CASE WHEN taken IS NULL
+                    THEN jsonb_build_object('p', item.ordinality)
+                    ELSE jsonb_build_object('p', item.ordinality, 't', taken) END);
         END;
     END LOOP;
     IF wrote THEN
