@@ -7,7 +7,8 @@ needs and the path parameter naming the wallet it touches. The step, in order:
 3. no, malformed, unknown, revoked or expired credential: 401 ``UnauthorizedError`` with
    ``WWW-Authenticate: Bearer``, counted against the address;
 4. valid but without the route's scope: 403 ``ForbiddenError``;
-5. a wallet outside the principal's patterns: 404, the same answer as a wallet that does not exist;
+5. a wallet outside the principal's patterns: 404, the same answer as a wallet that does not exist
+   (given by the rest of the chain in place of the route, so it is rate limited the same way);
 6. otherwise the principal is this request's (``current_principal``; the rate limit counts per
    principal) and the chain goes on.
 A route not in the policy needs the ``*`` scope (closed by default). A route that only some of its
@@ -95,6 +96,11 @@ def not_found(request: web.Request, wallet_id: str) -> web.Response:
     return error_response(request, 404, "WalletNotFoundError", f"wallet {wallet_id} not found")
 
 
+async def _missing_wallet(request: web.Request) -> web.StreamResponse:
+    """The handler of a request about a wallet outside the principal's patterns."""
+    return not_found(request, request.match_info["id"])
+
+
 def _refused(
     request: web.Request, status: int, name: str, message: str, headers: dict[str, str]
 ) -> web.Response:
@@ -155,7 +161,9 @@ class AuthStep:
             wallet_id = request.match_info.get(policy.wallet_param, "")
             # A malformed id is left to the route (400); it cannot name anyone's wallet.
             if WALLET_ID_PATTERN.fullmatch(wallet_id) and not principal.may_touch(wallet_id):
-                return not_found(request, wallet_id)
+                # Through the rest of the chain, as a missing wallet would be: rate limited, and
+                # with the same headers (their absence would tell the two apart).
+                handler = _missing_wallet
         token = _current.set((request, principal))
         request[PRINCIPAL] = principal.tag
         try:
