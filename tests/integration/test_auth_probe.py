@@ -4,8 +4,11 @@ limit included."""
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from dataclasses import replace
+
+from wallet.http import auth
 
 
 def wid(prefix: str) -> str:
@@ -33,3 +36,20 @@ async def test_a_foreign_wallet_is_rate_limited_and_answered_like_a_missing_one(
     # Asking about other principals' wallets uses up the principal's rate limit too.
     statuses = [(await client.get(f"/v1/wallet/{theirs}", headers=tenant_a.headers)).status for _ in range(3)]
     assert statuses == [404, 404, 429]
+
+
+async def test_the_blocked_addresses_kept_in_memory_are_bounded(start_auth_api, auth_settings, monkeypatch):
+    # Each address over its failure limit is remembered locally (Redis holds the counts); many
+    # addresses (an IPv6 range, a trusted proxy's clients) must not grow that memory without bound.
+    monkeypatch.setattr(auth, "MAX_BLOCKED_ADDRESSES", 8)
+    settings = replace(auth_settings, auth_failure_rate_limit="1/minute", rate_limit_trust_forwarded=True)
+    api, client = await start_auth_api(settings, "test-auth-blocked-bound")
+    observe = api.app.middlewares[0]
+    step = inspect.getclosurevars(inspect.getclosurevars(observe).nonlocals["inner"]).nonlocals["step"]
+    assert isinstance(step, auth.AuthStep)
+    for n in range(30):
+        headers = {"X-Forwarded-For": f"2001:db8::{n:x}"}
+        assert [(await client.get("/v1/wallet/x", headers=headers)).status for _ in range(2)] == [401, 429]
+    assert len(step._blocked) <= 8
+    # The latest stay blocked locally; an earlier one is still refused, through Redis again.
+    assert (await client.get("/v1/wallet/x", headers={"X-Forwarded-For": "2001:db8::0"})).status == 429

@@ -37,6 +37,9 @@ from wallet.http.schemas import WALLET_ID_PATTERN
 
 OPEN_PATHS = frozenset({"/health/live", "/health/ready"})
 DOCS_PREFIX = "/api"
+# Addresses over their failure limit remembered here (Redis holds the counts, so forgetting one
+# early only costs its next refusal a Redis round trip): bounded, whatever the number of addresses.
+MAX_BLOCKED_ADDRESSES = 10_000
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="wallet"'}
 CHALLENGE_INVALID = {"WWW-Authenticate": 'Bearer realm="wallet", error="invalid_token"'}
 
@@ -174,13 +177,22 @@ class AuthStep:
     async def _unauthorised(self, request: web.Request, address: str, presented: bool) -> web.Response:
         verdict = await self._failures.check(self._failure_rules, address)
         if not verdict.allowed:
-            self._blocked[address] = time.monotonic() + max(1, verdict.reset_seconds)
+            self._block(address, time.monotonic() + max(1, verdict.reset_seconds))
             return self._too_many(request, verdict.reset_seconds)
         if presented:
             message = "the credential is not valid (unknown, revoked, expired or malformed)"
             return _refused(request, 401, "UnauthorizedError", message, CHALLENGE_INVALID)
         message = "authentication required: Authorization: Bearer <API key or JWT>"
         return _refused(request, 401, "UnauthorizedError", message, CHALLENGE)
+
+    def _block(self, address: str, until: float) -> None:
+        """Remember ``address`` as blocked; when full, forget the expired, then the oldest."""
+        if len(self._blocked) >= MAX_BLOCKED_ADDRESSES:
+            now = time.monotonic()
+            self._blocked = {a: t for a, t in self._blocked.items() if t > now}
+            while len(self._blocked) >= MAX_BLOCKED_ADDRESSES:
+                del self._blocked[next(iter(self._blocked))]
+        self._blocked[address] = until
 
     @staticmethod
     def _too_many(request: web.Request, wait: float) -> web.Response:
