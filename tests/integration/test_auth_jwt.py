@@ -172,3 +172,17 @@ def _hmac_token(payload: dict[str, Any], secret: bytes) -> str:
 
 def _other_rsa_key() -> Any:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+async def test_a_flood_of_unknown_kids_does_not_make_the_service_fetch_the_jwks_each_time(
+    idp_client, identity_provider
+):
+    # Unknown kids cost one fetch per JWKS_MIN_REFRESH_SECONDS at most, not one per token: the
+    # service must not become an amplifier against the identity provider.
+    valid = identity_provider.sign(claims(scope="*"))
+    assert (await idp_client.get(f"/v1/wallet/{wid()}", headers=bearer(valid))).status == 404
+    other = _other_rsa_key()
+    for n in range(20):
+        token = jwt.encode(claims(scope="*"), other, algorithm="RS256", headers={"kid": f"unknown-{n}"})
+        assert (await idp_client.get(f"/v1/wallet/{wid()}", headers=bearer(token))).status == 401
+    assert len(identity_provider.fetched) == 1
