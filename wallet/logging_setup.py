@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -37,6 +38,33 @@ def add_request(logger: Any, method_name: str, event: MutableMapping[str, Any]) 
         event["request_id"] = ctx.request_id
         event.setdefault("method", request.method)
         event.setdefault("path", ctx.path)
+    return event
+
+
+# Credentials a line could carry (aiohttp quotes a malformed header line whole in its error; a
+# client may paste a key where an id belongs): the rest of an Authorization line, what follows
+# "Bearer", an API key's secret part (its key id is kept: it says which key was sent), a JWT.
+_CREDENTIAL = re.compile(
+    r"(?i:(authorization\s*:\s*)[^'\"\r\n]*)"
+    r"|(?i:(bearer\s+)[^\s'\"]+)"
+    r"|(wk_[0-9a-f]{12}_)[A-Za-z0-9_-]+"
+    r"|eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+)
+REDACTED = "[REDACTED]"
+
+
+def _redact_match(found: re.Match[str]) -> str:
+    return (found.group(1) or found.group(2) or found.group(3) or "") + REDACTED
+
+
+def redact_credentials(
+    logger: Any, method_name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor, last before rendering (after the traceback is text): no credential
+    reaches a log line, whoever wrote it."""
+    for name, value in event.items():
+        if isinstance(value, str):
+            event[name] = _CREDENTIAL.sub(_redact_match, value)
     return event
 
 
@@ -69,6 +97,7 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: Any = None
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            redact_credentials,
             renderer,
         ],
     )

@@ -4,11 +4,20 @@ limit included."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import io
+import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 
+import jwt
+import pytest
+
+from tests.integration.conftest import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET
 from wallet.http import auth
+from wallet.logging_setup import configure_logging
 
 
 def wid(prefix: str) -> str:
@@ -53,3 +62,47 @@ async def test_the_blocked_addresses_kept_in_memory_are_bounded(start_auth_api, 
     assert len(step._blocked) <= 8
     # The latest stay blocked locally; an earlier one is still refused, through Redis again.
     assert (await client.get("/v1/wallet/x", headers={"X-Forwarded-For": "2001:db8::0"})).status == 429
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The service's own log format (structlog JSON, as ``wallet serve`` sets it) into a buffer."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    out = io.StringIO()
+    configure_logging("debug", "json", stream=out)
+    yield out
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+async def send_raw(client, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(request)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5.0)
+    writer.close()
+    return answer
+
+
+async def test_a_credential_in_a_malformed_header_line_never_reaches_the_log(auth_client, issue, log_stream):
+    # aiohttp refuses a header line with a control character (a key pasted with a stray byte, a
+    # CRLF file read whole) and logs the line quoted whole in its error: the secret with it.
+    key = await issue(["*"])
+    token = jwt.encode(
+        {"iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": "probe", "exp": 4102444800}, JWT_SECRET, "HS256"
+    )
+    for credential in (key.token, token):
+        for stray in (b"\x01", b"\x7f", b"\x00"):
+            line = b"Authorization: Bearer " + credential.encode() + stray
+            answer = await send_raw(
+                auth_client, b"GET /v1/wallet/x HTTP/1.1\r\nHost: t\r\n" + line + b"\r\n\r\n"
+            )
+            assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n", 1)[0]
+    logged = log_stream.getvalue()
+    assert "Invalid header value char" in logged  # the refusals were logged ...
+    assert key.token[16:] not in logged and token.split(".")[2] not in logged  # ... without the secrets
+    assert "Authorization: [REDACTED]" in logged
