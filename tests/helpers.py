@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -68,3 +71,18 @@ async def assert_projection_matches_events(db: asyncpg.Connection, wallet_id: st
 
 def dec(value: Any) -> Decimal:
     return Decimal(str(value))
+
+
+@contextlib.contextmanager
+def root_logging_restored() -> Iterator[None]:
+    """The root logger's handlers and level put back afterwards (for tests that configure logging)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import io
-import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -15,6 +14,7 @@ from dataclasses import replace
 import jwt
 import pytest
 
+from tests.helpers import root_logging_restored
 from tests.integration.conftest import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET
 from wallet.http import auth
 from wallet.logging_setup import configure_logging
@@ -67,16 +67,10 @@ async def test_the_blocked_addresses_kept_in_memory_are_bounded(start_auth_api, 
 @pytest.fixture
 def log_stream() -> Iterator[io.StringIO]:
     """The service's own log format (structlog JSON, as ``wallet serve`` sets it) into a buffer."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    out = io.StringIO()
-    configure_logging("debug", "json", stream=out)
-    yield out
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
+    with root_logging_restored():
+        out = io.StringIO()
+        configure_logging("debug", "json", stream=out)
+        yield out
 
 
 async def send_raw(client, request: bytes) -> bytes:

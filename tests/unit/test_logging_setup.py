@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from tests.helpers import root_logging_restored
 from wallet.http.context import request_context
 from wallet.http.errors import answer_errors
 from wallet.http.metrics import RequestStats, observe_middleware
@@ -26,15 +27,8 @@ from wallet.logging_setup import (
 
 @pytest.fixture
 def stream() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    out = io.StringIO()
-    yield out
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
+    with root_logging_restored():
+        yield io.StringIO()
 
 
 def _lines(out: io.StringIO) -> list[dict]:
