@@ -102,13 +102,15 @@ class Cluster:
     async def owned(self, count: int, prefix: str) -> dict[str, list[str]]:
         """``count`` fresh wallet ids owned by each instance."""
         found: dict[str, list[str]] = {name: [] for name in self.instances}
-        while any(len(ids) < count for ids in found.values()):
+        for _ in range(50 * count * len(found)):  # bounded: an instance left down must fail, not hang
+            if all(len(ids) >= count for ids in found.values()):
+                return found
             wallet_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
             owner = await self.owner(wallet_id)
             assert owner in found
             if len(found[owner]) < count:
                 found[owner].append(wallet_id)
-        return found
+        raise AssertionError(f"not every instance owns {count} wallets: {found}")
 
     async def conflicts(self, name: str) -> int:
         """The instance's ``wallet_version_conflicts_total`` (asked directly, not through the router)."""
@@ -292,11 +294,17 @@ async def test_killed_instance_loses_nothing_and_comes_back_without_stale_reads(
                 assert status == 200, status
                 deposited.append(100)
 
+    for wallet_id in wallets:  # each exists before the load, so a transfer's source is never unknown
+        status = await cluster.until_done(
+            cluster.wallets.deposit(wallet_id, "1.00", request_id=f"k-{run}-seed-{wallet_id}")
+        )
+        assert status == 200, status
+        deposited.append(100)
     retries_before = cluster.retries
     clients = [asyncio.create_task(client()) for _ in range(16)]
     try:
         await asyncio.sleep(1.5)
-        assert deposited, "no load before the kill"
+        assert len(deposited) > len(wallets), "no load before the kill"
         victim.process.send_signal(signal.SIGKILL)  # mid-load
         killed_at = time.monotonic()
         taken_out = await cluster.router.wait_until({"api1": "DOWN"})
