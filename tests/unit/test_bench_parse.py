@@ -190,3 +190,61 @@ def test_the_warm_up_and_the_run_send_different_keys() -> None:
     args = {"method": "POST", "keys": "hot-ab12"}
     assert phase(args, "w")["keys"] != phase(args, "r")["keys"]
     assert phase({"method": "GET"}, "w") == {"method": "GET"}
+
+
+def test_the_alerts_workload_is_an_option_and_its_figures_are_the_tests_percentiles() -> None:
+    from wallet.bench.alert_latency import latencies, percentile, sample_amount, sample_count
+
+    assert parse_args(["--workloads", "hot,alerts"]).workloads == ("hot", "alerts")
+    assert percentile([], 0.99) == 0.0
+    values = [i / 100 for i in range(1, 101)]  # 0.01 .. 1.00
+    assert (percentile(values, 0.5), percentile(values, 0.99), percentile(values, 1.0)) == (0.51, 0.99, 1.0)
+    assert percentile([0.3], 0.99) == 0.3
+    # Only the samples with both a listing and an event; sorted.
+    assert latencies({"a": 10.5, "b": 11.0, "c": 12.0}, {"a": 10.0, "b": 10.8, "d": 1.0}) == pytest.approx(
+        [0.2, 0.5]
+    )
+    assert (sample_count(3), sample_count(10), sample_count(0.05), sample_count(0.3)) == (30, 100, 1, 3)
+    assert sample_amount(Decimal("10000")) == Decimal("10000.01")
+
+
+def test_alert_rows_count_misses_as_failures_and_render() -> None:
+    from wallet.bench.alert_latency import AlertRow
+    from wallet.bench.report import alert_markdown, alert_table
+
+    load = parse_result(WRK_OUTPUT.replace('"read":2,"write":1', '"read":0,"write":0'))
+    clean = WrkResult(**{**load.__dict__, "not200": 0, "sent": load.ok, "timeouts": 0})
+    row = AlertRow(
+        name="alerts: hot",
+        load=clean,
+        samples=30,
+        acknowledged=30,
+        latencies=tuple(sorted([0.1] * 28 + [0.4, 1.5])),
+        worker_cpu_s=0.3,
+        load_s=3.0,
+        check="ok",
+        polls=120,
+    )
+    assert (row.found, row.missed, row.sample_errors, row.failed) == (30, 0, 0, False)
+    assert (row.quantile(0.5), row.quantile(0.99), row.quantile(1.0)) == (0.1, 1.5, 1.5)
+    assert not row.within_target  # p99 1.5 s: a figure over the target, not a failed run
+    assert row.worker_cpu_share == pytest.approx(0.1)
+    missed = AlertRow(
+        name="alerts: transfers",
+        load=clean,
+        samples=30,
+        acknowledged=29,
+        latencies=(0.2,) * 27,
+        worker_cpu_s=0.0,
+        load_s=0.0,
+        poll_errors=3,
+        polls=97,
+    )
+    assert (missed.missed, missed.sample_errors, missed.failed, missed.within_target) == (2, 1, True, False)
+    table = alert_table([row, missed])
+    assert "alerts: hot" in table and "1,500" in table and "NO" in table
+    assert "alerts: transfers: 3 of 100 polls failed" in table
+    md = alert_markdown([row, missed], parse_args(["--workloads", "alerts", "--duration", "3"]))
+    assert "| alerts: transfers | 4,265 | 0 | 30 | 27 | 2 | 1 | 200 | 200 | 200 | NO | 0% | - |" in md
+    empty = AlertRow("alerts: hot", clean, 1, 1, (), 0.0, 1.0)
+    assert empty.missed == 1 and "| - | - | - |" in alert_markdown([empty], parse_args([]))

@@ -1,5 +1,6 @@
-"""Benchmark of the wallet service against a bare aiohttp ceiling, with wrk; and of the fraud
-worker draining a backlog (``--workloads worker``).
+"""Benchmark of the wallet service against a bare aiohttp ceiling, with wrk; of the fraud
+worker draining a backlog (``--workloads worker``); and of the commit-to-alert latency under the
+keyed load (``--workloads alerts``).
 
 ``python -m wallet.bench --help`` (or ``wallet bench``). Exit code 0 when every workload ran without
 an error and passed its exactness check, 1 when one did not, 2 when the bench could not run.
@@ -15,7 +16,8 @@ import sys
 import aiohttp
 import asyncpg
 
-from wallet.bench.report import drain_markdown, drain_table, markdown, text_table
+from wallet.bench.alert_latency import AlertLatencyError, AlertRow
+from wallet.bench.report import alert_markdown, alert_table, drain_markdown, drain_table, markdown, text_table
 from wallet.bench.router import MAX_INSTANCES, RouterError
 from wallet.bench.runner import AUTH_MODES, KEYS, RELAYS, WORKLOADS, BenchError, Options, run
 from wallet.bench.services import StartError
@@ -117,14 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     drains: list[DrainRow] = []
+    alerts: list[AlertRow] = []
     try:
-        rows = asyncio.run(run(opts, drains))
+        rows = asyncio.run(run(opts, drains, alerts))
     except (
         BenchError,
         StartError,
         WrkError,
         RouterError,
         DrainError,
+        AlertLatencyError,
         OSError,
         aiohttp.ClientError,
         asyncpg.PostgresError,
@@ -135,4 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(rows, opts) if opts.markdown else text_table(rows))
     if drains:
         print(drain_markdown(drains, opts) if opts.markdown else drain_table(drains))
-    return 1 if any(row.failed for row in rows) else 0
+    if alerts:
+        print(alert_markdown(alerts, opts) if opts.markdown else alert_table(alerts))
+    return 1 if any(row.failed for row in rows) or any(row.failed for row in alerts) else 0

@@ -7,6 +7,7 @@ import platform
 import time
 from pathlib import Path
 
+from wallet.bench.alert_latency import GRACE_S, POLL_EVERY_S, SAMPLE_EVERY_S, TARGET_P99_S, AlertRow
 from wallet.bench.runner import WARMUP_S, Options, Row
 from wallet.bench.worker_drain import DrainRow
 
@@ -157,3 +158,78 @@ def drain_markdown(rows: list[DrainRow], opts: Options) -> str:
         *("| " + " | ".join(drain_cells(row)) + " |" for row in rows),
     ]
     return "\n".join(lines)
+
+
+ALERT_HEADER = (
+    "workload",
+    "load req/s",
+    "load errors",
+    "samples",
+    "alerts",
+    "missed",
+    "sample errors",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    f"p99 ≤ {TARGET_P99_S:g} s",
+    "worker CPU",
+    "check",
+)
+
+
+def alert_cells(row: AlertRow) -> tuple[str, ...]:
+    def ms(q: float) -> str:
+        return f"{row.quantile(q) * 1000:,.0f}" if row.found else "-"
+
+    return (
+        row.name,
+        f"{row.load.rps:,.0f}",
+        str(row.load.errors),
+        f"{row.samples:,}",
+        f"{row.found:,}",
+        f"{row.missed:,}",
+        f"{row.sample_errors:,}",
+        ms(0.5),
+        ms(0.99),
+        ms(1.0),
+        "yes" if row.within_target else "NO",
+        f"{row.worker_cpu_share:.0%}",
+        row.check,
+    )
+
+
+def alert_table(rows: list[AlertRow]) -> str:
+    table = [ALERT_HEADER, *map(alert_cells, rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(ALERT_HEADER))]
+
+    def fmt(line: tuple[str, ...]) -> str:
+        name, *figures, check = line
+        padded = [name.ljust(widths[0])] + [f.rjust(w) for f, w in zip(figures, widths[1:-1], strict=True)]
+        return "  ".join([*padded, check])
+
+    return "\n".join([fmt(line) for line in table] + alert_notes(rows))
+
+
+def alert_notes(rows: list[AlertRow]) -> list[str]:
+    """Failed polls (retried, then skipped): a gap in the listing times."""
+    return [
+        f"{r.name}: {r.poll_errors} of {r.polls + r.poll_errors} polls failed" for r in rows if r.poll_errors
+    ]
+
+
+def alert_markdown(rows: list[AlertRow], opts: Options) -> str:
+    lines = [
+        f"Commit-to-alert latency, {time.strftime('%Y-%m-%d %H:%M %Z')}: one `wallet worker` consuming; "
+        f"while wrk sends the keyed load ({opts.connections} connections, {opts.duration:g} s, no "
+        f"warm-up; relay {opts.relay}; authentication {opts.auth}), a keyed high-value withdrawal every "
+        f"{SAMPLE_EVERY_S * 1000:.0f} ms from a fresh wallet and `GET /v1/fraud/alerts` polled every "
+        f"~{POLL_EVERY_S * 1000:.0f} ms; latency from the withdrawal event's `created_at` to the first "
+        f"poll listing its alert; missed: not listed within {GRACE_S:g} s after the load; worker CPU: "
+        "share of one core over the load and that wait.",
+        "",
+        "| " + " | ".join(ALERT_HEADER) + " |",
+        "|" + "|".join([" --- "] + [" ---: "] * (len(ALERT_HEADER) - 2) + [" --- "]) + "|",
+        *("| " + " | ".join(alert_cells(row)) + " |" for row in rows),
+    ]
+    notes = alert_notes(rows)
+    return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))

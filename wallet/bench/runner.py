@@ -17,6 +17,14 @@ import asyncpg
 import jwt
 
 from wallet.auth.issue import issue_key
+from wallet.bench.alert_latency import (
+    AlertProbe,
+    AlertRow,
+    Worker,
+    latencies,
+    sample_amount,
+    sample_count,
+)
 from wallet.bench.router import Router
 from wallet.bench.services import (
     CpuMeter,
@@ -36,7 +44,9 @@ from wallet.client import RetryPolicy, WalletClient, WalletError
 from wallet.config import Settings
 from wallet.persistence.api_key_store import ApiKeyStore
 
-WORKLOADS = ("ceiling", "hot", "spread", "reads", "transfers", "worker")
+WORKLOADS = ("ceiling", "hot", "spread", "reads", "transfers", "worker", "alerts")
+# Workloads with a fraud worker on the run's own exchange and queue; not wrk rows of their own.
+STREAM_WORKLOADS = ("alerts", "worker")
 WRITES = ("hot", "spread", "transfers")  # sent with a unique X-Request-ID each, unless keys are off
 KEYS = ("on", "off", "both")  # both: each write workload keyed, then key-less
 RELAYS = ("in-process", "separate")  # where the events are published during the measurement
@@ -50,6 +60,7 @@ CENT = Decimal("0.01")
 DEPOSIT_CENT = '{"amount": 0.01}'
 TRANSFER_WALLETS = 100
 TRANSFER_FUNDING = Decimal(1000)
+OUTBOX_EMPTY_S = 120.0  # the alerts workload waits this long for the earlier workloads' events
 # Funding and checks: a loaded service may answer 503 for a moment; a minute covers it.
 CLIENT_RETRY = RetryPolicy(deadline=60.0, attempt_timeout=20.0)
 
@@ -317,11 +328,7 @@ class ServiceBench:
         name, wallets = self.transfer_prefix, self.transfer_wallets
         args = {"prefix": "/v1/wallet/", "name": name, "n": str(len(wallets)), "amount": "0.01"}
         row = await self.measure("transfers", "post", "transfer.lua", args, keyed=keyed)
-
-        async def total() -> Decimal:
-            return sum(await asyncio.gather(*map(self.balance, wallets)), Decimal(0))
-
-        row.check = await settle(total, TRANSFER_FUNDING * len(wallets), "sum of balances")
+        row.check = await settle(self.transfer_total, TRANSFER_FUNDING * len(wallets), "sum of balances")
         return row
 
     async def worker(self, stream: Settings) -> list[DrainRow]:
@@ -348,6 +355,92 @@ class ServiceBench:
             return rows
         finally:
             await drain.delete()
+
+    async def alerts(self, stream: Settings) -> list[AlertRow]:
+        """The alerts workload (wallet/bench/alert_latency.py): one worker on the run's queue, then
+        the keyed hot-wallet load and the keyed transfer load, each with its samples."""
+        await self.fund_transfers()
+        env = {**os.environ, **self.opts.service_env}
+        amount = sample_amount(Settings.from_env(env).fraud_high_value_threshold)
+        count = sample_count(self.opts.duration)
+        loads = ("hot", "transfers")
+        wallets = {load: [f"a-{self.runid}-{load}-{k}" for k in range(count)] for load in loads}
+        progress(f"alerts: funding {count * len(loads)} sample wallets with {amount} each")
+        await self.deposit_all([w for ws in wallets.values() for w in ws], amount)
+        # The earlier workloads' events would be a backlog for the worker: published before its
+        # queue exists, they go nowhere.
+        backlog = await self.outbox_drained(OUTBOX_EMPTY_S)
+        worker = Worker(stream, self.db_url, self.opts.service_env)
+        probe = AlertProbe(self.wallets, self.db_url, amount)
+        progress("alerts: starting a worker")
+        try:
+            await worker.start()
+            rows = []
+            for load in loads:
+                progress(f"alerts: {count} samples during the keyed {load} load, {self.opts.duration:g}s")
+                row = await self.alert_phase(load, wallets[load], probe, worker)
+                if backlog:
+                    row = replace(
+                        row, check=f"{row.check}; {backlog} earlier events unpublished at the start"
+                    )
+                rows.append(row)
+            return rows
+        finally:
+            await worker.stop()
+
+    async def alert_phase(self, load: str, wallets: list[str], probe: AlertProbe, worker: Worker) -> AlertRow:
+        if load == "hot":
+            hot = f"hot-{self.runid}-alerts"
+            path, script = f"/v1/wallet/{hot}/deposit", "fixed.lua"
+            args = {"method": "POST", "body": DEPOSIT_CENT}
+        else:
+            path, script = "/", "transfer.lua"
+            n = str(len(self.transfer_wallets))
+            args = {"prefix": "/v1/wallet/", "name": self.transfer_prefix, "n": n, "amount": "0.01"}
+        args |= {"keys": f"alerts-{load}-{self.runid}"} | self.auth_args
+        url = self.target.base_url + path
+        cpu_before, started = worker.cpu_seconds(), time.monotonic()
+        (run, _), samples = await probe.during(
+            wallets, wrk_run(self.opts, self.target, url, script, args, self.opts.duration)
+        )
+        # The CPU over the load and the wait for the last alerts: what the worker needed for both.
+        cpu, wall = worker.cpu_seconds() - cpu_before, time.monotonic() - started
+        if load == "hot":
+            check = await settle(lambda: self.balance(hot), run.ok * CENT, "balance")
+        else:
+            total = TRANSFER_FUNDING * len(self.transfer_wallets)
+            check = await settle(self.transfer_total, total, "sum of balances")
+        if not worker.alive():
+            check = Check(False, f"the worker died; {check.text}")
+        for error in samples.errors[:5]:
+            progress(f"alerts: a sample failed: {error}")
+        created = await probe.created(sorted(samples.acknowledged))
+        found = {w: t for w, t in samples.listed.items() if w in samples.acknowledged}
+        return AlertRow(
+            name=f"alerts: {load}",
+            load=run,
+            samples=len(wallets),
+            acknowledged=len(samples.acknowledged),
+            latencies=tuple(latencies(found, created)),
+            worker_cpu_s=cpu,
+            load_s=wall,
+            check_ok=check.ok,
+            check=check.text,
+            polls=samples.polls,
+            poll_errors=samples.poll_errors,
+        )
+
+    async def transfer_total(self) -> Decimal:
+        return sum(await asyncio.gather(*map(self.balance, self.transfer_wallets)), Decimal(0))
+
+    async def outbox_drained(self, within_s: float) -> int:
+        """Wait until every event is published (or ``within_s``); the events still unpublished."""
+        deadline = time.monotonic() + within_s
+        while True:
+            backlog = await self.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            if backlog == 0 or time.monotonic() > deadline:
+                return backlog
+            await asyncio.sleep(0.5)
 
     async def fund_spread(self) -> None:
         if not self.spread_funded:
@@ -461,14 +554,18 @@ class System:
 
 
 async def run_service(
-    opts: Options, names: list[str], ceiling: Ceiling | None, drains: list[DrainRow]
+    opts: Options,
+    names: list[str],
+    ceiling: Ceiling | None,
+    drains: list[DrainRow],
+    alerts: list[AlertRow],
 ) -> list[Row]:
-    """The service workloads in ``names`` (rows returned), then the worker workload if named, on
-    the single instance (its rows appended to ``drains``)."""
+    """The service workloads in ``names`` (rows returned), then the alerts and the worker workloads
+    if named, on the single instance (their rows appended to ``alerts`` and ``drains``)."""
     db_name = time.strftime("wallet_bench_%Y%m%d_%H%M%S")
     db_url = with_database(opts.database_url, db_name)
     stream = stream_settings(secrets.token_hex(4))
-    if "worker" in names:  # the service publishes to the run's own exchange
+    if any(n in STREAM_WORKLOADS for n in names):  # the service publishes to the run's own exchange
         opts = replace(opts, service_env={"RABBITMQ_EXCHANGE": stream.rabbitmq_exchange, **opts.service_env})
     systems = [System("", db_url)]
     if opts.instances > 1:
@@ -486,7 +583,7 @@ async def run_service(
                 (s.label, ServiceBench(opts, s.target, session, s.db_url, credential)) for s in systems
             ]
             rows = []
-            for name in (n for n in names if n != "worker"):
+            for name in (n for n in names if n not in STREAM_WORKLOADS):
                 for keyed in opts.variants(name):
                     adjacent = None
                     if ceiling is not None:
@@ -500,6 +597,8 @@ async def run_service(
                         row.name += label
                         row.ceiling_rps = None if adjacent is None else adjacent.run.rps
                         rows.append(row)
+            if "alerts" in names:  # before the worker workload, which deletes the run's exchange
+                alerts += await benches[0][1].alerts(stream)
             if "worker" in names:
                 drains += await benches[0][1].worker(stream)
             return rows
@@ -507,8 +606,9 @@ async def run_service(
         for system in systems:
             system.stop()
         await drop_database(opts.database_url, db_name)
-        for system in systems:
-            await delete_exchange(os.environ.get("RABBITMQ_URL") or Settings.rabbitmq_url, system.exchange)
+        rabbitmq_url = os.environ.get("RABBITMQ_URL") or Settings.rabbitmq_url
+        for exchange in {*(s.exchange for s in systems), stream.rabbitmq_exchange}:
+            await delete_exchange(rabbitmq_url, exchange)
 
 
 AUTH_MODES = ("key", "jwt", "off")
@@ -562,9 +662,11 @@ def set_ratios(rows: list[Row]) -> None:
         row.ratio = row.run.rps / ceiling if ceiling > 0 else None
 
 
-async def run(opts: Options, drains: list[DrainRow] | None = None) -> list[Row]:
+async def run(
+    opts: Options, drains: list[DrainRow] | None = None, alerts: list[AlertRow] | None = None
+) -> list[Row]:
     """Every workload of ``opts``: the wrk rows returned, the worker workload's rows appended to
-    ``drains``."""
+    ``drains``, the alerts workload's to ``alerts``."""
     rows: list[Row] = []
     ceiling = Ceiling(opts) if "ceiling" in opts.workloads else None
     try:
@@ -580,7 +682,8 @@ async def run(opts: Options, drains: list[DrainRow] | None = None) -> list[Row]:
                     rows.append(routed)
         service = [name for name in opts.workloads if name != "ceiling"]
         if service:
-            rows += await run_service(opts, service, ceiling, [] if drains is None else drains)
+            drains = [] if drains is None else drains
+            rows += await run_service(opts, service, ceiling, drains, [] if alerts is None else alerts)
     finally:
         if ceiling is not None:
             ceiling.stop()
