@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if rows:
         print(markdown(rows, opts) if opts.markdown else text_table(rows))
+    if alerts:  # in the order they ran
+        print(alert_markdown(alerts, opts) if opts.markdown else alert_table(alerts))
     if drains:
         print(drain_markdown(drains, opts) if opts.markdown else drain_table(drains))
-    if alerts:
-        print(alert_markdown(alerts, opts) if opts.markdown else alert_table(alerts))
     return 1 if any(row.failed for row in rows) or any(row.failed for row in alerts) else 0
