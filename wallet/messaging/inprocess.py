@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,12 +37,24 @@ class Delivery(Protocol):
     def body(self) -> bytes: ...
 
 
-class EventPublisher(Protocol):
-    """Where the outbox relay publishes when it does not publish to RabbitMQ."""
+@dataclass(frozen=True, slots=True)
+class OutgoingEvent:
+    """One outbox row as the relay publishes it."""
 
-    async def publish(
-        self, routing_key: str, body: bytes, *, message_id: str, message_type: str, app_id: str
-    ) -> None: ...
+    routing_key: str
+    body: bytes
+    message_id: str  # the event id: consumers dedupe by it
+    message_type: str  # the event type
+
+
+class EventPublisher(Protocol):
+    """Where the outbox relay publishes: RabbitMQ (``BrokerLink``) or the in-process bus."""
+
+    async def publish_batch(
+        self, events: Sequence[OutgoingEvent], *, app_id: str
+    ) -> list[BaseException | None]:
+        """Publish ``events`` in order; one result each: None once delivered, or what failed it."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,3 +156,16 @@ class InProcessBus:
         for subscription in self._subscriptions:
             if routing_key in subscription.topology.routing_keys:
                 subscription.offer(message)
+
+    async def publish_batch(
+        self, events: Sequence[OutgoingEvent], *, app_id: str
+    ) -> list[BaseException | None]:
+        for event in events:
+            await self.publish(
+                event.routing_key,
+                event.body,
+                message_id=event.message_id,
+                message_type=event.message_type,
+                app_id=app_id,
+            )
+        return [None] * len(events)

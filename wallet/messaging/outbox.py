@@ -15,9 +15,9 @@ are ``wallet/messaging/broker_link.py``, one ``EventPublisher`` like the in-proc
 
 A round: BEGIN; take the transaction-level advisory lock of the relay leader, or give up (another
 relay is publishing: this one stays on standby, polling, until the lock is free); SELECT the oldest
-unpublished rows ``FOR UPDATE SKIP LOCKED``; publish them with publisher confirms (pipelined: the
-publishes are issued in row order on one channel, and the broker routes them in that order); mark
-the confirmed rows published; COMMIT. One leader at a time is what keeps per-wallet order with
+unpublished rows ``FOR UPDATE SKIP LOCKED``; publish them with publisher confirms (the whole batch
+as one write, in row order, on one channel; the broker routes them in that order); mark the
+confirmed rows published; COMMIT. One leader at a time is what keeps per-wallet order with
 several relays: with ``SKIP LOCKED`` alone, a second relay could publish a wallet's later rows
 while the first still holds its earlier ones. Per-wallet order in the table is commit order: a
 wallet's next batch inserts its outbox rows only after the previous batch's transaction commits
@@ -59,7 +59,7 @@ import pykka
 from wallet.config import Settings
 from wallet.messaging.broker_link import BrokerLink
 from wallet.messaging.connection import jittered, next_backoff
-from wallet.messaging.inprocess import EventPublisher
+from wallet.messaging.inprocess import EventPublisher, OutgoingEvent
 from wallet.messaging.outbox_actor import WAKE, OutboxActor
 from wallet.persistence.outbox_store import NOTIFY_CHANNEL, OutboxStore
 
@@ -306,21 +306,12 @@ class OutboxRelay:
     async def _publish(self, rows: Sequence[asyncpg.Record]) -> tuple[list[int], BaseException | None]:
         """Publish the rows in order; return the ids to mark and the first failure, if any."""
         fetched_at = time.monotonic()
-        publisher = self._publisher
-
-        async def one(row: asyncpg.Record) -> float:
-            await publisher.publish(
-                row["routing_key"],
-                row["body"].encode(),
-                message_id=str(row["event_id"]),
-                message_type=row["event_type"],
-                app_id=self._name,
-            )
-            return time.monotonic()
-
-        # Tasks start in row order and each publish goes out before its first suspension, so the
-        # messages leave in row order; the confirms are awaited together.
-        results = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
+        events = [
+            OutgoingEvent(row["routing_key"], row["body"].encode(), str(row["event_id"]), row["event_type"])
+            for row in rows
+        ]
+        results = await self._publisher.publish_batch(events, app_id=self._name)
+        confirmed_at = time.monotonic()
         published: list[int] = []
         failed_wallets: set[str] = set()
         failure: BaseException | None = None
@@ -331,7 +322,7 @@ class OutboxRelay:
                 self.stats.publish_failures += 1
             elif row["wallet_id"] not in failed_wallets:
                 published.append(row["id"])
-                self.latencies.append(row["age"] + (result - fetched_at))
+                self.latencies.append(row["age"] + (confirmed_at - fetched_at))
         return published, failure
 
     # -- back-off ------------------------------------------------------------------------------
