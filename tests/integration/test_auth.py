@@ -257,6 +257,19 @@ async def wait_until_async(condition: Any, timeout: float) -> None:
         await asyncio.sleep(0.02)
 
 
+async def test_a_method_an_open_path_does_not_serve_is_405_and_no_failed_authentication(
+    start_auth_api, auth_settings
+):
+    settings = replace(auth_settings, auth_failure_rate_limit="2/minute", rate_limit_trust_forwarded=True)
+    _, client = await start_auth_api(settings, "test-auth-open-405")
+    someone = {"X-Forwarded-For": "203.0.113.9"}
+    for _ in range(3):  # more than the failure budget: none of these counts against it
+        response = await client.post("/health/live", headers=someone)
+        assert response.status == 405 and (await response.json())["error"] == "MethodNotAllowedError"
+        assert (await client.get("/api/no-such-page", headers=someone)).status == 404
+    assert (await client.get("/v1/wallet/x", headers=someone)).status == 401  # not 429
+
+
 async def test_failed_authentications_are_rate_limited_per_address(start_auth_api, auth_settings, issue):
     settings = replace(auth_settings, auth_failure_rate_limit="3/minute", rate_limit_trust_forwarded=True)
     _, client = await start_auth_api(settings, "test-auth-fail")

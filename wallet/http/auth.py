@@ -71,11 +71,15 @@ _ROUTES: dict[tuple[str, str], Policy] = {
 }
 
 
+def is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path == DOCS_PREFIX or path.startswith(DOCS_PREFIX + "/")
+
+
 def policy_for(method: str, path: str | None) -> Policy:
     """The policy of a route pattern (None: no route matched)."""
     if path is None:
         return _AUTHENTICATED
-    if path in OPEN_PATHS or path == DOCS_PREFIX or path.startswith(DOCS_PREFIX + "/"):
+    if is_open(path):
         return _OPEN
     method = "GET" if method == "HEAD" else method
     return _ROUTES.get((method, path.removeprefix("/v1")), _CLOSED)
@@ -122,6 +126,10 @@ class AuthStep:
 
     def _policy(self, request: web.Request) -> Policy:
         resource = request.match_info.route.resource
+        if resource is None and is_open(request.path):
+            # No route took it (a method an open path does not serve, a page the docs lack): the
+            # app's own 405 or 404, as on any open path; not a failed authentication.
+            return _OPEN
         key = (request.method, None if resource is None else resource.canonical)
         policy = self._policies.get(key)
         if policy is None:
