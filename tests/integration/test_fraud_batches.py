@@ -10,10 +10,11 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
-from tests.integration.edges import free_port
+from tests.integration.edges import TcpProxy, free_port, through
 from tests.integration.fraud_processes import (
     kill_worker,
     start_worker,
@@ -325,3 +326,43 @@ async def test_the_worker_health_says_lagging_above_the_threshold(fraud_settings
     finally:
         await db.execute("SELECT pg_advisory_unlock_all()")
         await worker.stop()
+
+
+async def test_the_worker_consumes_again_after_its_broker_connection_is_cut(fraud_settings, db, amqp):
+    """A network blip between the worker and RabbitMQ: its robust connection comes back, the
+    consumer subscribes again, and what was published meanwhile raises its alerts, each once."""
+    target = urlsplit(fraud_settings.rabbitmq_url)
+    proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 5672).start()
+    relayed = replace(fraud_settings, rabbitmq_url=through(fraud_settings.rabbitmq_url, proxy.port))
+    worker = build_worker(relayed, name="test-worker-cut")
+    await worker.start()
+    prefix = f"cut-{uuid.uuid4().hex[:8]}"
+    wallets = [f"{prefix}-{n}" for n in range(12)]
+    high = [event(w, 2, seconds=n, amount="10000.01") for n, w in enumerate(wallets)]
+
+    async def alerts_of(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        return await alert_keys(db, [e["walletId"] for e in events])
+
+    direct = await amqp.channel()  # the test's own publishes do not go through the proxy
+
+    async def send(events: list[dict[str, Any]]) -> None:
+        for e in events:
+            await publish(direct, fraud_settings, encode(e), routing_key(e), e["eventId"])
+
+    try:
+        await send(high[:2])
+        await wait_for(lambda: _has(alerts_of(high[:2]), 2))
+        proxy.abort_open()  # the worker's connection drops; new connections still go through
+        await send(high[2:])  # published directly: they wait in the queue
+        await wait_for(lambda: _has(alerts_of(high), len(high)), timeout=30)
+        await asyncio.sleep(0.5)  # anything redelivered meanwhile would have raised a second alert
+        keys = await alerts_of(high)
+        assert sorted(keys) == sorted({(e["eventId"], "HIGH_VALUE_TRANSACTION") for e in high})
+    finally:
+        await worker.stop()
+        await proxy.cut()
+        await direct.close()
+
+
+async def _has(alerts: Any, n: int) -> bool:
+    return len(await alerts) >= n
