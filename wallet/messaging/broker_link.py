@@ -3,10 +3,10 @@
 An ``EventPublisher`` (``wallet/messaging/inprocess.py``), like the in-process bus:
 ``publish_batch`` sends a batch of persistent messages on the confirmed channel and returns once
 the broker confirmed (or refused) each. The batch goes straight on the aiormq channel under
-aio-pika's (which declared the topology), as one encoded write holding every message's frames,
-and the channel's confirm futures are registered for it exactly as aiormq's ``basic_publish``
-registers its one (under the channel's lock, in delivery-tag order). One task, one queue put and
-one socket write per batch instead of per message (DESIGN.md §8, "Measurements").
+aio-pika's (which declared the topology), as one encoded write holding every message's frames
+(``publish_frames``), and the channel's confirm futures are registered for it exactly as aiormq's
+``basic_publish`` registers its one (under the channel's lock, in delivery-tag order). One task,
+one queue put and one socket write per batch instead of per message (DESIGN.md §6).
 
 Health probes use a separate connection (a passive-safe exchange declare), so a probe never
 disturbs the publishing channel. Back-off after failures is the relay's (it applies to any
@@ -21,22 +21,18 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq import Channel as RawChannel
 from aiormq import spec
 from aiormq.abc import ChannelFrame
-from pamqp.body import ContentBody
-from pamqp.header import ContentHeader
 
 from wallet.config import Settings
 from wallet.messaging.connection import connect
 from wallet.messaging.inprocess import OutgoingEvent
+from wallet.messaging.publish_frames import publish_frames
 from wallet.messaging.topology import declare_exchange
 
 log = logging.getLogger(__name__)
-
-PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
 
 class BrokerLink:
@@ -81,7 +77,16 @@ class BrokerLink:
         channel = self._channel
         if channel is None:
             return [ConnectionError("not connected to RabbitMQ")] * len(events)
-        frame = _marshal(events, self._settings.rabbitmq_exchange, app_id, channel)
+        frame = ChannelFrame(
+            payload=publish_frames(
+                events,
+                exchange=self._settings.rabbitmq_exchange,
+                app_id=app_id,
+                channel=channel.number,
+                max_body_frame=channel.max_content_size,
+            ),
+            should_close=False,
+        )
         confirms: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(self._settings.outbox_publish_timeout_seconds):
@@ -145,27 +150,6 @@ class BrokerLink:
 async def _close_quietly(connection: AbstractConnection) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(connection.close(), 2.0)
-
-
-def _marshal(
-    events: Sequence[OutgoingEvent], exchange: str, app_id: str, channel: RawChannel
-) -> ChannelFrame:
-    """The publish, header and body frames of every event, encoded as one write."""
-    frames: list[Any] = []
-    largest = channel.max_content_size
-    for event in events:
-        body = event.body
-        properties = spec.Basic.Properties(
-            message_id=event.message_id,
-            content_type="application/json",
-            delivery_mode=PERSISTENT,
-            message_type=event.message_type,
-            app_id=app_id,
-        )
-        frames.append(spec.Basic.Publish(exchange=exchange, routing_key=event.routing_key))
-        frames.append(ContentHeader(properties=properties, body_size=len(body)))
-        frames.extend(ContentBody(body[i : i + largest]) for i in range(0, len(body), largest))
-    return ChannelFrame.marshall(channel_number=channel.number, frames=frames)
 
 
 def _settled(confirm: asyncio.Future[Any], error: BaseException) -> BaseException | None:
