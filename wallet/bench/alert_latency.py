@@ -24,6 +24,7 @@ import aio_pika
 import asyncpg
 
 from wallet.bench.services import Server, proc_cpu_seconds, spawn
+from wallet.bench.worker_drain import worker_env
 from wallet.bench.wrk import WrkResult
 from wallet.client import WalletClient, WalletError
 from wallet.config import Settings
@@ -220,14 +221,7 @@ class Worker:
         """Declare the queue, start the worker and wait until it consumes the queue."""
         async with await aio_pika.connect(self.settings.rabbitmq_url, timeout=10) as connection:
             await declare_queue(await connection.channel(), fraud_topology(self.settings))
-        env = {
-            **self.env,
-            "DATABASE_URL": self.db_url,
-            "RABBITMQ_URL": self.settings.rabbitmq_url,
-            "RABBITMQ_EXCHANGE": self.settings.rabbitmq_exchange,
-            "FRAUD_QUEUE": self.settings.fraud_queue,
-            "LOG_LEVEL": "warning",
-        }
+        env = worker_env(self.settings, self.db_url, self.env)
         self.server = spawn("alerts-worker", ["-m", "wallet", "worker"], 0, env)
         deadline = time.monotonic() + WORKER_START_S
         while await self.consumers() < 1:

@@ -15,6 +15,7 @@ import asyncio
 import os
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -66,6 +67,18 @@ def stream_settings(run_id: str) -> Settings:
         rabbitmq_exchange=f"wallet_events.bench_{run_id}",
         fraud_queue=f"fraud_detection.bench_{run_id}",
     )
+
+
+def worker_env(settings: Settings, db_url: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a bench's ``wallet worker`` on the run's own database, exchange and queue."""
+    return {
+        **(extra or {}),
+        "DATABASE_URL": db_url,
+        "RABBITMQ_URL": settings.rabbitmq_url,
+        "RABBITMQ_EXCHANGE": settings.rabbitmq_exchange,
+        "FRAUD_QUEUE": settings.fraud_queue,
+        "LOG_LEVEL": "warning",
+    }
 
 
 class WorkerDrain:
@@ -137,13 +150,7 @@ class WorkerDrain:
         try:
             processed_before = await conn.fetchval("SELECT count(*) FROM fraud_processed_events")
             alerts_before = await conn.fetchval("SELECT count(*) FROM fraud_alerts")
-            env = {
-                "DATABASE_URL": self.db_url,
-                "RABBITMQ_URL": self.settings.rabbitmq_url,
-                "RABBITMQ_EXCHANGE": self.settings.rabbitmq_exchange,
-                "FRAUD_QUEUE": self.settings.fraud_queue,
-                "LOG_LEVEL": "warning",
-            }
+            env = worker_env(self.settings, self.db_url)
             started = time.monotonic()
             procs = [spawn(f"worker{k}", ["-m", "wallet", "worker"], 0, env) for k in range(workers)]
             first: tuple[float, int, float] | None = None  # when, how many done, CPU so far
