@@ -77,18 +77,18 @@ class BrokerLink:
         channel = self._channel
         if channel is None:
             return [ConnectionError("not connected to RabbitMQ")] * len(events)
-        frame = ChannelFrame(
-            payload=publish_frames(
-                events,
-                exchange=self._settings.rabbitmq_exchange,
-                app_id=app_id,
-                channel=channel.number,
-                max_body_frame=channel.max_content_size,
-            ),
-            should_close=False,
-        )
         confirms: list[asyncio.Future[Any]] = []
         try:
+            frame = ChannelFrame(
+                payload=publish_frames(
+                    events,
+                    exchange=self._settings.rabbitmq_exchange,
+                    app_id=app_id,
+                    channel=channel.number,
+                    max_body_frame=channel.max_content_size,
+                ),
+                should_close=False,
+            )
             async with asyncio.timeout(self._settings.outbox_publish_timeout_seconds):
                 async with channel.lock:
                     await channel.write_queue.put(frame)

@@ -19,7 +19,7 @@ from wallet.messaging.inprocess import OutgoingEvent
 METHOD, HEADER, BODY = 1, 2, 3
 FRAME_END = b"\xce"
 BASIC_CLASS, PUBLISH_METHOD = 60, 40
-PERSISTENT = 2
+DELIVERY_MODE = bytes((2,))  # persistent
 CONTENT_TYPE = "application/json"
 # Basic property flags, high bit first: content-type 15, delivery-mode 12, message-id 7, type 5,
 # app-id 3 (AMQP 0-9-1, 4.2.6.1 and the basic class's property list).
@@ -64,7 +64,7 @@ def publish_frames(
             (
                 _header_head(BASIC_CLASS, 0, len(body), FLAGS),
                 content_type,
-                b"\x02",  # delivery_mode: persistent
+                DELIVERY_MODE,
                 shortstr(event.message_id),
                 shortstr(event.message_type),
                 tail,
