@@ -76,8 +76,11 @@ class SagaStore:
             " request_key, request_fingerprint"
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])"
             " AS s(id, from_wallet_id, to_wallet_id, amount, request_key, request_fingerprint)"
+            # OFFSET 0 keeps the key check one index probe per saga: without it, a generic plan
+            # made while the table was small hashed all of idempotency_keys on every call, and
+            # kept doing so (DESIGN.md §8, tests/integration/test_query_plans.py).
             " WHERE request_key IS NULL"
-            " OR NOT EXISTS (SELECT 1 FROM idempotency_keys i WHERE i.key = s.request_key)"
+            " OR NOT EXISTS (SELECT 1 FROM idempotency_keys i WHERE i.key = s.request_key OFFSET 0)"
             f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
             [s.id for s in sagas],
             [s.from_wallet_id for s in sagas],
@@ -94,8 +97,12 @@ class SagaStore:
         if missing:
             try:
                 existing = await conn.fetch(
-                    f"SELECT {_COLUMNS} FROM transfer_sagas"
-                    " WHERE request_key = ANY($1::text[]) OR id = ANY($2::uuid[])",
+                    # One index probe per key and per id (the lateral OFFSET 0), not a plan
+                    # that may scan the table when it was planned small.
+                    f"SELECT {_COLUMNS} FROM unnest($1::text[]) AS wanted(v) CROSS JOIN LATERAL"
+                    " (SELECT * FROM transfer_sagas t WHERE t.request_key = wanted.v OFFSET 0) s"
+                    f" UNION ALL SELECT {_COLUMNS} FROM unnest($2::uuid[]) AS wanted(v) CROSS JOIN LATERAL"
+                    " (SELECT * FROM transfer_sagas t WHERE t.id = wanted.v OFFSET 0) s",
                     [s.request_key for s in missing if s.request_key is not None],
                     [s.id for s in missing],
                 )

@@ -129,8 +129,10 @@ BEGIN
                     SELECT jsonb_agg(jsonb_build_object('k', i.key, 'f', i.fingerprint,
                                                         's', i.status_code, 'r', i.response))
                       INTO taken
-                      FROM idempotency_keys i
-                     WHERE i.key IN (SELECT k->>'k' FROM jsonb_array_elements(wb->'k') AS k);
+                      -- One index probe per key (the lateral OFFSET 0): as IN (SELECT ...), a
+                      -- generic plan made on a small table hash-joined all of idempotency_keys.
+                      FROM jsonb_array_elements(wb->'k') AS k CROSS JOIN LATERAL
+                           (SELECT * FROM idempotency_keys i WHERE i.key = k->>'k' OFFSET 0) i;
                 END IF;
                 refused := refused || jsonb_build_array(CASE WHEN taken IS NULL
                     THEN jsonb_build_object('p', item.ordinality)

@@ -1,0 +1,108 @@
+"""The write path's queries look rows up by index whatever the tables held when they were planned.
+
+A statement's plan is cached per connection (asyncpg prepares it; the flush function's statements
+are cached by PL/pgSQL) and, after a few executions, PostgreSQL keeps a generic plan costed on the
+table sizes of that moment. Planned on an empty table, a key check written as ``NOT EXISTS`` under
+an ``OR``, or as ``IN (SELECT ...)``, became a hash of the *whole* ``idempotency_keys`` table, kept
+for the life of the connection: every transfer then read every key ever recorded.
+
+Here every statement is planned generic on a fresh, empty database (``auto_explain`` sends each
+plan, the flush function's inner statements included, to this client as a notice), and no plan may
+scan a table that grows with the traffic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.conftest import _create_database, _database_url, _drop_database
+from tests.integration.test_flush_guard import batch_on
+from wallet.domain.saga import SagaState
+from wallet.persistence.event_store import EventStore
+from wallet.persistence.idempotency_store import IdempotencyStore
+from wallet.persistence.outbox_store import OutboxStore
+from wallet.persistence.records import IdempotencyRecord
+from wallet.persistence.saga_store import SagaRecord, SagaStore
+
+GROWING_TABLES = ("idempotency_keys", "transfer_sagas", "wallet_events", "outbox", "wallets")
+
+
+@pytest.fixture
+async def explained(run_id: str) -> AsyncIterator[tuple[asyncpg.Pool, list[str]]]:
+    """A pool on a fresh, empty database whose connections plan generic and report every plan."""
+    name = f"wallet_test_{run_id}_plans"
+    await _create_database(name)
+    plans: list[str] = []
+
+    def on_notice(_conn: Any, message: Any) -> None:
+        plans.append(str(message.message))
+
+    async def explaining(conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            "LOAD 'auto_explain';"
+            " SET auto_explain.log_min_duration = 0;"
+            " SET auto_explain.log_nested_statements = on;"
+            " SET auto_explain.log_level = notice;"
+            " SET plan_cache_mode = force_generic_plan"
+        )
+        conn.add_log_listener(on_notice)
+
+    pool = await asyncpg.create_pool(_database_url(name), min_size=1, max_size=4, init=explaining)
+    try:
+        yield pool, plans
+    finally:
+        await pool.close()
+        await _drop_database(name)
+
+
+def scans_of_growing_tables(plans: list[str]) -> list[str]:
+    return [plan for plan in plans if any(f"Seq Scan on {table}" in plan for table in GROWING_TABLES)]
+
+
+@pytest.mark.filterwarnings("ignore:.*active log listener")  # the listener stays for the pool's life
+async def test_no_write_path_statement_scans_a_growing_table(explained) -> None:
+    pool, plans = explained
+    events, sagas = EventStore(pool), SagaStore(pool)
+    wallet_id = f"w-{uuid.uuid4().hex[:12]}"
+    key = f"k-{uuid.uuid4()}"
+    try:
+        # A keyed deposit, then its retry: the flush refuses the taken key and reads its record.
+        record = IdempotencyRecord(key, "fp", 200, {"balance": 1})
+        first = replace(batch_on(wallet_id, None, None, 100), keys=(record,))
+        assert await events.apply([first]) == {}
+        again = replace(batch_on(wallet_id, first.state, first.last_event_id, 5), keys=(record,))
+        assert await events.apply([again]) == {0: (record,)}
+        # A transfer's saga with a fresh key, and one whose key a deposit already took.
+        fresh = SagaRecord(
+            str(uuid.uuid4()),
+            wallet_id,
+            f"{wallet_id}-b",
+            5,
+            None,
+            SagaState.PENDING,
+            request_key="t-1",
+            request_fingerprint="fp",
+        )
+        reused = replace(fresh, id=str(uuid.uuid4()), request_key=key)
+        stored, taken = await sagas.create_many([fresh, reused])
+        assert isinstance(stored, SagaRecord) and taken == record
+        await sagas.get(fresh.id)
+        async with pool.acquire() as conn:
+            await IdempotencyStore.find_many(conn, [key])
+        await events.load_many([wallet_id])
+        await events.any_event_exists([first.events[0].id])
+        async with OutboxStore(pool).leader_round() as round_:
+            assert round_ is not None
+            rows = await round_.fetch(100)
+            await round_.mark_published([row["id"] for row in rows])
+    finally:
+        await events.release_held()
+    assert len(plans) > 10, plans
+    scans = scans_of_growing_tables(plans)
+    assert scans == [], "\n\n".join(scans)
