@@ -92,7 +92,10 @@ async def test_a_changed_function_file_is_applied_again(
     dsn = await new_database()
     await migrate(dsn)
     original = dict(repeatable_files())["wallet_apply_batches"]
-    changed = original.replace("RETURN refused;", "RETURN refused;  -- changed")
+    changed = original.replace(
+        "RETURN wallet_apply_batches_one_by_one(batches);",
+        "RETURN wallet_apply_batches_one_by_one(batches);  -- changed",
+    )
     assert changed != original
     monkeypatch.setattr(migrations, "repeatable_files", lambda: [("wallet_apply_batches", changed)])
     assert await migrate(dsn) == ["wallet_apply_batches"]

@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import _create_database, _database_url, _drop_database
 from tests.integration.test_flush_guard import batch_on
-from wallet.domain.saga import SagaState
+from wallet.domain.saga import SagaState, SagaTransition
 from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.outbox_store import OutboxStore
@@ -93,6 +93,13 @@ async def test_no_write_path_statement_scans_a_growing_table(explained) -> None:
         stored, taken = await sagas.create_many([fresh, reused])
         assert isinstance(stored, SagaRecord) and taken == record
         await sagas.get(fresh.id)
+        # A flush of several wallets, applied together: the debit of that saga, a new wallet, a key.
+        debit = SagaTransition(fresh.id, SagaState.PENDING, SagaState.DEBITED, currency="USD")
+        together = [
+            replace(batch_on(wallet_id, first.state, first.last_event_id, 1), saga_transitions=(debit,)),
+            replace(batch_on(f"{wallet_id}-n", None, None, 1), keys=(replace(record, key=f"{key}-n"),)),
+        ]
+        assert await events.apply(together) == {}
         async with pool.acquire() as conn:
             await IdempotencyStore.find_many(conn, [key])
         await events.load_many([wallet_id])

@@ -2,10 +2,19 @@
 -- migrations whenever this file's hash differs from the one recorded in ``schema_migrations``, so a
 -- change to it is a change to this file alone (0001, 0002 and 0004 keep their copies as history).
 --
--- One flush: many wallets' batches in one round trip. Each wallet's batch is applied in its own
--- subtransaction: a version conflict or a saga step from an unexpected state rolls back that wallet
--- alone and its position is returned, so its actor reloads and decides again; the others commit.
--- One notification wakes the outbox relay if anything was written.
+-- One flush: many wallets' batches in one round trip, in two ways:
+--
+-- * together (``wallet_apply_batches_together``), when the flush holds several wallets, one batch
+--   each: a handful of statements for all of them, so a statement's start-up (the executor, the
+--   CHECK constraints' set-up) is paid once a flush rather than once a wallet. At the first refusal
+--   (a conflict, a saga not in the step's state, a key already taken) it raises, the dispatcher
+--   rolls it all back, and the batches go
+-- * one by one (``wallet_apply_batches_one_by_one``): each wallet's batch in its own
+--   subtransaction, so a refusal rolls back that wallet alone and its position is returned (its
+--   actor reloads and decides again, or replays the stored answers); the others commit.
+--
+-- Both give the same result for the same batches. One notification wakes the outbox relay if
+-- anything was written.
 --
 -- The X-Request-ID check is part of the flush (issue 12): a keyed request makes no lookup of its
 -- own before its command reaches the actor. A batch whose keys are already recorded is not applied;
@@ -30,7 +39,7 @@
 
 DROP FUNCTION IF EXISTS wallet_apply_batches(jsonb);
 
-CREATE OR REPLACE FUNCTION wallet_apply_batches(batches jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION wallet_apply_batches_one_by_one(batches jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     item record;
     wb jsonb;
@@ -143,4 +152,138 @@ BEGIN
         PERFORM pg_notify('wallet_outbox', '');
     END IF;
     RETURN refused;
+END $$;
+
+-- Every batch at once, or an exception: WV001 a conflict (or a wallet twice in the flush), WV002 a
+-- saga not in the state its step starts from, unique_violation a key already recorded (or a saga
+-- step already applied). Its statements touch a few rows each, by key: the planner settings below
+-- make every plan a nested loop of index probes, whatever size the tables had when it was made (a
+-- plan is kept for the connection's life; made on small tables, a join would hash or scan the
+-- whole table ever after). Locks are taken in the one-by-one order: keys, then sagas (by id), then
+-- wallets (by id). Returns whether events were written.
+CREATE OR REPLACE FUNCTION wallet_apply_batches_together(batches jsonb) RETURNS boolean
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+    missing bigint;
+    changes bigint;
+    created bigint;
+    n bigint;
+BEGIN
+    IF (SELECT count(DISTINCT b->>'w') FROM jsonb_array_elements(batches) AS b)
+       <> jsonb_array_length(batches) THEN
+        RAISE EXCEPTION USING ERRCODE = 'WV001';  -- two batches of one wallet chain up: one by one
+    END IF;
+
+    INSERT INTO idempotency_keys (key, fingerprint, status_code, response)
+    SELECT k->>'k', k->>'f', (k->>'s')::integer, k->'r'
+      FROM jsonb_array_elements(batches) AS b, jsonb_array_elements(b->'k') AS k;
+
+    SELECT count(*) FILTER (WHERE t.id IS NULL), count(*)
+      INTO missing, changes
+      FROM (SELECT g.id, g."from"
+              FROM jsonb_array_elements(batches) AS b,
+                   jsonb_to_recordset(coalesce(b->'g', '[]')) AS g(id uuid, "from" text)
+             ORDER BY g.id) AS g
+      LEFT JOIN LATERAL (SELECT t.id FROM transfer_sagas t
+                          WHERE t.id = g.id AND t.state = g."from" FOR UPDATE) AS t ON true;
+    IF missing > 0 THEN RAISE EXCEPTION USING ERRCODE = 'WV002'; END IF;
+    IF changes > 0 THEN
+        UPDATE transfer_sagas AS t
+           SET state = g."to",
+               currency = coalesce(g.cur, t.currency),
+               failure_error = coalesce(g.err, t.failure_error),
+               failure_reason = coalesce(g.why, t.failure_reason),
+               updated_at = clock_timestamp()
+          FROM (SELECT g.* FROM jsonb_array_elements(batches) AS b,
+                       jsonb_to_recordset(coalesce(b->'g', '[]'))
+                       AS g(id uuid, "to" text, cur text, err text, why text)) AS g
+         WHERE t.id = g.id;
+    END IF;
+
+    -- An existing wallet must be at the version and last event the batch builds on (locked, so
+    -- it stays so); a new one must not exist yet.
+    SELECT count(*) FILTER (WHERE CASE WHEN b.ev > 0 THEN x.id IS NULL ELSE y.id IS NOT NULL END),
+           count(*) FILTER (WHERE b.ev > 0 AND jsonb_typeof(b.s) = 'object'),
+           count(*) FILTER (WHERE b.ev = 0 AND jsonb_typeof(b.s) = 'object')
+      INTO missing, changes, created
+      FROM (SELECT * FROM jsonb_to_recordset(batches) AS b(w text, ev bigint, pe uuid, s jsonb)
+             ORDER BY b.w) AS b
+      LEFT JOIN LATERAL (SELECT x.id FROM wallets x
+                          WHERE b.ev > 0 AND x.id = b.w AND x.version = b.ev
+                            AND x.last_event_id IS NOT DISTINCT FROM b.pe
+                            FOR UPDATE) AS x ON true
+      LEFT JOIN LATERAL (SELECT y.id FROM wallets y WHERE b.ev = 0 AND y.id = b.w) AS y ON true;
+    IF missing > 0 THEN RAISE EXCEPTION USING ERRCODE = 'WV001'; END IF;
+    IF created > 0 THEN
+        INSERT INTO wallets (id, currency, balance, version, status, daily_withdrawal_limit,
+                             outflow_day, outflow_today, last_event_id)
+        SELECT b.w, b.s->>'currency', (b.s->>'balance')::bigint, (b.s->>'version')::bigint,
+               b.s->>'status', (b.s->>'limit')::bigint, (b.s->>'oday')::date,
+               (b.s->>'otoday')::bigint, b.le
+          FROM jsonb_to_recordset(batches) AS b(w text, ev bigint, le uuid, s jsonb)
+         WHERE b.ev = 0 AND jsonb_typeof(b.s) = 'object'
+         ORDER BY b.w
+        ON CONFLICT (id) DO NOTHING;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n < created THEN RAISE EXCEPTION USING ERRCODE = 'WV001'; END IF;
+    END IF;
+    IF changes > 0 THEN
+        UPDATE wallets AS x
+           SET balance = (b.s->>'balance')::bigint,
+               version = (b.s->>'version')::bigint,
+               status = b.s->>'status',
+               daily_withdrawal_limit = (b.s->>'limit')::bigint,
+               outflow_day = (b.s->>'oday')::date,
+               outflow_today = (b.s->>'otoday')::bigint,
+               last_event_id = b.le,
+               updated_at = now()
+          FROM jsonb_to_recordset(batches) AS b(w text, ev bigint, le uuid, s jsonb)
+         WHERE x.id = b.w AND b.ev > 0 AND jsonb_typeof(b.s) = 'object';
+    END IF;
+
+    INSERT INTO wallet_events (id, wallet_id, version, event_type, amount, balance_after, metadata,
+                               created_at)
+    SELECT e.id, b.w, e.v, e.t, e.a, e.bal, e.m, e."at"
+      FROM jsonb_to_recordset(batches) AS b(w text, s jsonb, e jsonb),
+           jsonb_to_recordset(b.e)
+           AS e(id uuid, v bigint, t text, a bigint, bal bigint, m jsonb, "at" timestamptz)
+     WHERE jsonb_typeof(b.s) = 'object';
+    -- The same rows as the one-by-one path's, built from the batch rather than joined back.
+    INSERT INTO outbox (event_id, wallet_id, routing_key, payload)
+    SELECT e.id, b.w, 'wallet.' || lower(e.t),
+           jsonb_build_object(
+               'eventId', e.id,
+               'eventType', e.t,
+               'walletId', b.w,
+               'amount', (e.a::numeric / 100)::numeric(20, 2),
+               'currency', b.s->>'currency',
+               'version', e.v,
+               'metadata', e.m,
+               'occurredAt', to_char(e."at" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+      FROM jsonb_to_recordset(batches) AS b(w text, s jsonb, e jsonb),
+           jsonb_to_recordset(b.e) AS e(id uuid, v bigint, t text, a bigint, m jsonb, "at" timestamptz)
+     WHERE jsonb_typeof(b.s) = 'object'
+     ORDER BY b.w, e.v;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n > 0;
+END $$;
+
+CREATE OR REPLACE FUNCTION wallet_apply_batches(batches jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    IF jsonb_array_length(batches) > 1 THEN
+        BEGIN
+            IF wallet_apply_batches_together(batches) THEN
+                PERFORM pg_notify('wallet_outbox', '');
+            END IF;
+            RETURN '[]';
+        EXCEPTION
+            WHEN unique_violation OR SQLSTATE 'WV001' OR SQLSTATE 'WV002' THEN
+                NULL;  -- all rolled back: one by one, which tells which batch was refused
+        END;
+    END IF;
+    RETURN wallet_apply_batches_one_by_one(batches);
 END $$;

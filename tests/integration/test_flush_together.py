@@ -1,0 +1,159 @@
+"""A flush of several wallets is applied together (a few statements for all) or, at the first
+refusal, rolled back and applied one by one; either way the result is the one-by-one result.
+
+Each scenario runs both ways on the same database state (each inside a transaction rolled back
+afterwards) and compares what the function answered and every row it left.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.integration.test_flush_guard import batch_on
+from wallet.domain.saga import SagaState, SagaTransition
+from wallet.persistence.event_store import EventStore, encode_batches
+from wallet.persistence.records import IdempotencyRecord, WalletBatch
+from wallet.persistence.saga_store import SagaRecord, SagaStore
+
+SNAPSHOT = {
+    "wallets": "SELECT id, balance, version, status, last_event_id FROM wallets"
+    " WHERE id LIKE $1 || '%' ORDER BY id",
+    "wallet_events": "SELECT id, wallet_id, version, event_type, amount, balance_after, metadata"
+    " FROM wallet_events WHERE wallet_id LIKE $1 || '%' ORDER BY wallet_id, version",
+    "outbox": "SELECT event_id, wallet_id, routing_key, payload FROM outbox"
+    " WHERE wallet_id LIKE $1 || '%' ORDER BY id",
+    "idempotency_keys": "SELECT key, fingerprint, status_code, response FROM idempotency_keys"
+    " WHERE key LIKE $1 || '%' ORDER BY key",
+    "transfer_sagas": "SELECT id, state, currency, failure_error, failure_reason FROM transfer_sagas"
+    " WHERE from_wallet_id LIKE $1 || '%' ORDER BY id",
+}
+
+
+class Scene:
+    """Wallets (and a saga) under one fresh prefix, stored; batches built on them."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.prefix = f"t-{uuid.uuid4().hex[:10]}-"
+        self.events = EventStore(pool)
+        self.saga: SagaRecord | None = None
+
+    async def stored_wallets(self, count: int) -> list[WalletBatch]:
+        """``count`` wallets written (a deposit each); returns the batch that made each."""
+        made = [batch_on(f"{self.prefix}{i}", None, None, 100) for i in range(count)]
+        assert await self.events.apply(made) == {}
+        return made
+
+    def next_on(self, made: WalletBatch, cents: int = 5, **changes: Any) -> WalletBatch:
+        return replace(batch_on(made.wallet_id, made.state, made.last_event_id, cents), **changes)
+
+    def key(self, name: str, status: int = 200) -> IdempotencyRecord:
+        return IdempotencyRecord(f"{self.prefix}{name}", f"fp-{name}", status, {"name": name})
+
+    async def pending_saga(self, source: str, destination: str) -> SagaTransition:
+        saga = SagaRecord(str(uuid.uuid4()), source, destination, 5, None, SagaState.PENDING)
+        stored = (await SagaStore(self.pool).create_many([saga]))[0]
+        assert isinstance(stored, SagaRecord)
+        return SagaTransition(saga.id, SagaState.PENDING, SagaState.DEBITED, currency="USD")
+
+    async def both_ways(self, batches: list[WalletBatch]) -> tuple[Any, Any]:
+        """(answer, rows) of the dispatcher and of the one-by-one function, from the same state."""
+        payload = encode_batches(batches)
+        results = []
+        async with self.pool.acquire() as conn:
+            for function in ("wallet_apply_batches", "wallet_apply_batches_one_by_one"):
+                transaction = conn.transaction()
+                await transaction.start()
+                try:
+                    answer = await conn.fetchval(f"SELECT {function}($1::jsonb)::text", payload)
+                    rows = {
+                        name: [dict(r) for r in await conn.fetch(sql, self.prefix)]
+                        for name, sql in SNAPSHOT.items()
+                    }
+                    results.append((answer, rows))
+                finally:
+                    await transaction.rollback()
+        return results[0], results[1]
+
+    async def together_raises(self, batches: list[WalletBatch]) -> str | None:
+        """The SQLSTATE the together function raises for ``batches`` (None: it applied them)."""
+        async with self.pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                await conn.fetchval(
+                    "SELECT wallet_apply_batches_together($1::jsonb)", encode_batches(batches)
+                )
+                return None
+            except asyncpg.PostgresError as exc:
+                return str(exc.sqlstate)
+            finally:
+                await transaction.rollback()
+
+
+@pytest.fixture
+async def scene(database_url: str):  # type: ignore[no-untyped-def]
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
+    made = Scene(pool)
+    try:
+        yield made
+    finally:
+        await made.events.release_held()
+        await pool.close()
+
+
+async def test_a_clean_flush_applies_together_as_one_by_one_would(scene: Scene) -> None:
+    a, b, c = await scene.stored_wallets(3)
+    debit = await scene.pending_saga(a.wallet_id, b.wallet_id)
+    batches = [
+        scene.next_on(a, keys=(scene.key("a1"), scene.key("a2", 422)), saga_transitions=(debit,)),
+        scene.next_on(b, 7),
+        replace(scene.next_on(c), state=None, events=(), keys=(scene.key("c1", 422),)),  # a refusal
+        batch_on(f"{scene.prefix}new", None, None, 300),
+    ]
+    assert await scene.together_raises(batches) is None
+    together, one_by_one = await scene.both_ways(batches)
+    assert together == one_by_one
+    answer, rows = together
+    assert answer == "[]"
+    assert [w["version"] for w in rows["wallets"]] == [3, 3, 2, 2]
+    assert [r["state"] for r in rows["transfer_sagas"]] == ["DEBITED"]
+    assert len(rows["outbox"]) == 6 + 4  # two events per stored wallet, then the four new ones
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    ["stale version", "other history", "taken key", "saga moved on", "wallet twice", "new wallet exists"],
+)
+async def test_a_refusal_rolls_the_flush_back_and_applies_it_one_by_one(scene: Scene, refusal: str) -> None:
+    a, b, c = await scene.stored_wallets(3)
+    batches = [scene.next_on(a), scene.next_on(b, 7), scene.next_on(c, 9)]
+    expected_state = "WV001"
+    if refusal == "stale version":
+        batches[1] = replace(batches[1], expected_version=1)
+    elif refusal == "other history":
+        batches[1] = replace(batches[1], previous_event_id=uuid.uuid4())
+    elif refusal == "taken key":
+        await scene.events.apply([scene.next_on(c, 1, keys=(scene.key("taken"),))])
+        batches[1] = replace(batches[1], keys=(scene.key("fresh"), scene.key("taken")))
+        expected_state = "23505"
+    elif refusal == "saga moved on":
+        debit = await scene.pending_saga(a.wallet_id, b.wallet_id)
+        moved = replace(debit, from_state=SagaState.DEBITED, to_state=SagaState.COMPLETED)
+        batches[1] = replace(batches[1], saga_transitions=(moved,))
+        expected_state = "WV002"
+    elif refusal == "wallet twice":
+        batches.insert(2, scene.next_on(batches[1]))
+    elif refusal == "new wallet exists":
+        batches[1] = batch_on(b.wallet_id, None, None, 1)
+    if refusal == "taken key":  # c moved on: its batch now conflicts too
+        batches[2] = replace(batches[2], expected_version=1)
+    assert await scene.together_raises(batches) == expected_state
+    together, one_by_one = await scene.both_ways(batches)
+    assert together == one_by_one
+    assert together[0] != "[]" or refusal == "wallet twice"
