@@ -4,6 +4,11 @@ Wallet actors hand it their batches (thread-safely) and do not wait. Each worker
 queued so far, applies them in one round trip, then answers the HTTP futures of the committed ones
 directly on the loop and tells each actor how its batch ended. That is group commit across wallets:
 the more load, the more wallets per transaction.
+
+With a ``before_commit`` hook (the balance cache's fences, which must land before the transaction
+that may change those wallets commits), each worker is two stages: one fences the batches as they
+arrive, the other writes the fenced ones, so a flush's fence round trip overlaps the previous
+flush's transaction instead of preceding its own.
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ class FlushWriter:
         # written after its previous one (same transaction or a later one), never beside it in a
         # concurrent transaction, where it would meet the other's row lock or stale version.
         self._queues: list[asyncio.Queue[FlushRequest]] = [asyncio.Queue() for _ in range(concurrency)]
+        # Fenced and ready to write (the same queues when there is nothing to fence).
+        self._ready: list[asyncio.Queue[FlushRequest]] = (
+            self._queues if before_commit is None else [asyncio.Queue() for _ in range(concurrency)]
+        )
         self._workers: list[asyncio.Task[None]] = []
         self.stats = WriterStats()
 
@@ -68,14 +77,21 @@ class FlushWriter:
 
     def start(self) -> None:
         self._workers = [
-            self._loop.create_task(self._work(queue), name=f"flush-writer-{i}")
-            for i, queue in enumerate(self._queues)
+            self._loop.create_task(self._work(ready), name=f"flush-writer-{i}")
+            for i, ready in enumerate(self._ready)
         ]
+        if self._ready is not self._queues:
+            self._workers += [
+                self._loop.create_task(self._fence(queue, ready), name=f"flush-fencer-{i}")
+                for i, (queue, ready) in enumerate(zip(self._queues, self._ready, strict=True))
+            ]
 
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
         for queue in self._queues:
             await queue.join()
+        for ready in self._ready:
+            await ready.join()
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -83,18 +99,45 @@ class FlushWriter:
 
     @property
     def queued(self) -> int:
-        return sum(queue.qsize() for queue in self._queues)
+        waiting = sum(queue.qsize() for queue in self._queues)
+        return waiting if self._ready is self._queues else waiting + sum(r.qsize() for r in self._ready)
 
-    async def _work(self, queue: asyncio.Queue[FlushRequest]) -> None:
+    async def _take(self, queue: asyncio.Queue[FlushRequest]) -> list[FlushRequest]:
+        """Every request queued so far (at least one; at most ``max_wallets``)."""
+        requests = [await queue.get()]
+        while len(requests) < self._max_wallets and not queue.empty():
+            requests.append(queue.get_nowait())
+        return requests
+
+    async def _fence(self, queue: asyncio.Queue[FlushRequest], ready: asyncio.Queue[FlushRequest]) -> None:
+        """Fence the batches as they arrive (the hook never raises), then hand them to the writer,
+        in arrival order: a wallet's batches keep theirs."""
+        assert self._before_commit is not None
         while True:
-            requests = [await queue.get()]
-            while len(requests) < self._max_wallets and not queue.empty():
-                requests.append(queue.get_nowait())
+            requests = await self._take(queue)
+            try:
+                await self._before_commit([r.batch for r in requests])
+            except BaseException as exc:  # stopped, or a bug: these are not written unfenced
+                if not isinstance(exc, asyncio.CancelledError):
+                    log.exception("fencing %d wallet batches failed", len(requests))
+                for request in requests:
+                    _tell(request, Flushed(FlushResult.FAILED, RuntimeError("not fenced"), request.token))
+                    queue.task_done()
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for request in requests:
+                ready.put_nowait(request)
+                queue.task_done()
+
+    async def _work(self, ready: asyncio.Queue[FlushRequest]) -> None:
+        while True:
+            requests = await self._take(ready)
             try:
                 await self._write(requests)
             finally:
                 for _ in requests:
-                    queue.task_done()
+                    ready.task_done()
 
     async def _write(self, requests: list[FlushRequest]) -> None:
         # Wallets in id order (stable: one wallet's batches keep theirs), so two instances' flush
@@ -102,9 +145,7 @@ class FlushWriter:
         requests.sort(key=lambda r: r.batch.wallet_id)
         batches = [r.batch for r in requests]
         try:
-            if self._before_commit is not None:  # the cache's fences; never raises
-                await self._before_commit(batches)
-            refused = await self._apply(batches)
+            refused = await self._apply(batches)  # fenced already (``_fence``), if there is a hook
         except asyncio.CancelledError:
             for request in requests:
                 _tell(request, Flushed(FlushResult.FAILED, RuntimeError("writer stopped"), request.token))
