@@ -128,7 +128,15 @@ async def test_a_clean_flush_applies_together_as_one_by_one_would(scene: Scene) 
 
 @pytest.mark.parametrize(
     "refusal",
-    ["stale version", "other history", "taken key", "saga moved on", "wallet twice", "new wallet exists"],
+    [
+        "stale version",
+        "other history",
+        "taken key",
+        "saga moved on",
+        "saga twice",
+        "wallet twice",
+        "new wallet exists",
+    ],
 )
 async def test_a_refusal_rolls_the_flush_back_and_applies_it_one_by_one(scene: Scene, refusal: str) -> None:
     a, b, c = await scene.stored_wallets(3)
@@ -146,6 +154,11 @@ async def test_a_refusal_rolls_the_flush_back_and_applies_it_one_by_one(scene: S
         debit = await scene.pending_saga(a.wallet_id, b.wallet_id)
         moved = replace(debit, from_state=SagaState.DEBITED, to_state=SagaState.COMPLETED)
         batches[1] = replace(batches[1], saga_transitions=(moved,))
+        expected_state = "WV002"
+    elif refusal == "saga twice":
+        debit = await scene.pending_saga(a.wallet_id, b.wallet_id)
+        batches[0] = replace(batches[0], saga_transitions=(debit,))
+        batches[1] = replace(batches[1], saga_transitions=(debit,))
         expected_state = "WV002"
     elif refusal == "wallet twice":
         batches.insert(2, scene.next_on(batches[1]))

@@ -17,6 +17,7 @@ results concern (a transfer, fraud alerts) checks the wallets itself with ``curr
 
 from __future__ import annotations
 
+import functools
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -214,8 +215,6 @@ def authentication(settings: Settings, authenticator: Authenticator, redis: Redi
     failed attempts are counted per address through Redis."""
     limit = Rule("auth-failures", parse(settings.auth_failure_rate_limit))
     step = AuthStep(authenticator, ClientRateLimiter(settings, redis), limit)
-
-    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        return await step(request, handler, then)
-
-    return authenticate
+    # A partial, not a coroutine around the step: each coroutine in the chain is re-entered every
+    # time the request's innermost await resumes (DESIGN.md §8).
+    return functools.partial(step, then=then)
