@@ -21,7 +21,8 @@ from wallet.persistence.records import IdempotencyRecord, WalletBatch
 from wallet.persistence.saga_store import SagaRecord, SagaStore
 
 SNAPSHOT = {
-    "wallets": "SELECT id, balance, version, status, last_event_id FROM wallets"
+    "wallets": "SELECT id, currency, balance, version, status, daily_withdrawal_limit, outflow_day,"
+    " outflow_today, last_event_id FROM wallets"
     " WHERE id LIKE $1 || '%' ORDER BY id",
     "wallet_events": "SELECT id, wallet_id, version, event_type, amount, balance_after, metadata"
     " FROM wallet_events WHERE wallet_id LIKE $1 || '%' ORDER BY wallet_id, version",
@@ -115,6 +116,8 @@ async def test_a_clean_flush_applies_together_as_one_by_one_would(scene: Scene) 
         scene.next_on(b, 7),
         replace(scene.next_on(c), state=None, events=(), keys=(scene.key("c1", 422),)),  # a refusal
         batch_on(f"{scene.prefix}new", None, None, 300),
+        # A refusal on a wallet that does not exist: it writes nothing, and checks it still doesn't.
+        WalletBatch(f"{scene.prefix}none", 0, None, (), (scene.key("none", 404),)),
     ]
     assert await scene.together_raises(batches) is None
     together, one_by_one = await scene.both_ways(batches)

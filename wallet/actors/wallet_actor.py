@@ -44,7 +44,7 @@ from wallet.domain.events import Event
 from wallet.domain.saga import SagaTransition, expected_state, is_saga_step, transition_for
 from wallet.domain.wallet import WalletState, decide, evolve
 from wallet.ids import new_uuid
-from wallet.persistence.db import is_connection_failure
+from wallet.persistence.db import is_connection_failure, is_lost_to_a_deadlock
 from wallet.persistence.event_store import EventStore, FlushOutcomeUnknown
 from wallet.persistence.records import IdempotencyRecord, StoredEvent, StoredWallet, WalletBatch
 from wallet.persistence.saga_store import SagaStore
@@ -286,7 +286,9 @@ class WalletActor(LoopActor):
                 log.warning("wallet actor %s: flush failed: %r", self.wallet_id, result.error)
                 checks.append(flight.decided)
                 retryable.append(
-                    isinstance(result.error, FlushOutcomeUnknown) or is_connection_failure(result.error)
+                    isinstance(result.error, FlushOutcomeUnknown)
+                    or is_connection_failure(result.error)
+                    or is_lost_to_a_deadlock(result.error)
                 )
                 if isinstance(result.error, FlushOutcomeUnknown) and result.error.backend_pid is not None:
                     orphans.add(result.error.backend_pid)

@@ -117,7 +117,7 @@ class FlushWriter:
             requests = await self._take(queue)
             try:
                 await self._before_commit([r.batch for r in requests])
-            except BaseException as exc:  # stopped, or a bug: these are not written unfenced
+            except (Exception, asyncio.CancelledError) as exc:  # stopped, or a bug: never written unfenced
                 if not isinstance(exc, asyncio.CancelledError):
                     log.exception("fencing %d wallet batches failed", len(requests))
                 for request in requests:

@@ -67,6 +67,12 @@ def is_connection_failure(exc: BaseException | None) -> bool:
     )
 
 
+def is_lost_to_a_deadlock(exc: BaseException | None) -> bool:
+    """Was this transaction ended by PostgreSQL's deadlock detector? It rolled back for certain,
+    and nothing in what it sent was wrong: writing it again is safe."""
+    return isinstance(exc, asyncpg.exceptions.DeadlockDetectedError)
+
+
 def discard(conn: asyncpg.Connection) -> None:
     """Close a connection whose state is unknown instead of giving it back: after a terminated
     server process asyncpg may hold a connection whose protocol is out of step ("cannot switch

@@ -159,8 +159,10 @@ END $$;
 -- step already applied). Its statements touch a few rows each, by key: the planner settings below
 -- make every plan a nested loop of index probes, whatever size the tables had when it was made (a
 -- plan is kept for the connection's life; made on small tables, a join would hash or scan the
--- whole table ever after). Locks are taken in the one-by-one order: keys, then sagas (by id), then
--- wallets (by id). Returns whether events were written.
+-- whole table ever after). Locks: keys, then sagas (by id), then wallets (in the writer's byte
+-- order, as one by one takes them); one by one takes a batch's key, saga and wallet before the next
+-- batch's, so a request retried on two instances at once can deadlock two flushes: PostgreSQL ends
+-- one (40P01) and its batches are written again (wallet_actor). Returns whether events were written.
 CREATE OR REPLACE FUNCTION wallet_apply_batches_together(batches jsonb) RETURNS boolean
 LANGUAGE plpgsql
 SET enable_seqscan = off
@@ -207,14 +209,15 @@ BEGIN
 
     -- An existing wallet must be at the version and last event the batch builds on (locked, so
     -- it stays so); a new one must not exist yet.
-    SELECT count(*) FILTER (WHERE CASE WHEN b.ev > 0 THEN x.id IS NULL ELSE y.id IS NOT NULL END),
-           count(*) FILTER (WHERE b.ev > 0 AND jsonb_typeof(b.s) = 'object'),
+    -- (Wallet ids in byte order, COLLATE "C": the writer's order, which one by one follows.)
+    SELECT count(*) FILTER (WHERE CASE WHEN b.ev = 0 THEN y.id IS NOT NULL ELSE x.id IS NULL END),
+           count(*) FILTER (WHERE b.ev IS DISTINCT FROM 0 AND jsonb_typeof(b.s) = 'object'),
            count(*) FILTER (WHERE b.ev = 0 AND jsonb_typeof(b.s) = 'object')
       INTO missing, changes, created
       FROM (SELECT * FROM jsonb_to_recordset(batches) AS b(w text, ev bigint, pe uuid, s jsonb)
-             ORDER BY b.w) AS b
+             ORDER BY b.w COLLATE "C") AS b
       LEFT JOIN LATERAL (SELECT x.id FROM wallets x
-                          WHERE b.ev > 0 AND x.id = b.w AND x.version = b.ev
+                          WHERE b.ev IS DISTINCT FROM 0 AND x.id = b.w AND x.version = b.ev
                             AND x.last_event_id IS NOT DISTINCT FROM b.pe
                             FOR UPDATE) AS x ON true
       LEFT JOIN LATERAL (SELECT y.id FROM wallets y WHERE b.ev = 0 AND y.id = b.w) AS y ON true;
@@ -227,7 +230,7 @@ BEGIN
                (b.s->>'otoday')::bigint, b.le
           FROM jsonb_to_recordset(batches) AS b(w text, ev bigint, le uuid, s jsonb)
          WHERE b.ev = 0 AND jsonb_typeof(b.s) = 'object'
-         ORDER BY b.w
+         ORDER BY b.w COLLATE "C"
         ON CONFLICT (id) DO NOTHING;
         GET DIAGNOSTICS n = ROW_COUNT;
         IF n < created THEN RAISE EXCEPTION USING ERRCODE = 'WV001'; END IF;
@@ -243,7 +246,7 @@ BEGIN
                last_event_id = b.le,
                updated_at = now()
           FROM jsonb_to_recordset(batches) AS b(w text, ev bigint, le uuid, s jsonb)
-         WHERE x.id = b.w AND b.ev > 0 AND jsonb_typeof(b.s) = 'object';
+         WHERE x.id = b.w AND b.ev IS DISTINCT FROM 0 AND jsonb_typeof(b.s) = 'object';
     END IF;
 
     INSERT INTO wallet_events (id, wallet_id, version, event_type, amount, balance_after, metadata,
