@@ -39,6 +39,23 @@
 
 DROP FUNCTION IF EXISTS wallet_apply_batches(jsonb);
 
+-- The message body of an event, as the relay publishes it (docs/EVENTS.md). A single-SELECT SQL
+-- function: the planner inlines it into the statements that call it.
+CREATE OR REPLACE FUNCTION wallet_outbox_payload(
+    event_id uuid, event_type text, wallet_id text, amount bigint, currency text, version bigint,
+    metadata jsonb, occurred_at timestamptz
+) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'eventId', event_id,
+        'eventType', event_type,
+        'walletId', wallet_id,
+        'amount', (amount::numeric / 100)::numeric(20, 2),
+        'currency', currency,
+        'version', version,
+        'metadata', metadata,
+        'occurredAt', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+$$;
+
 CREATE OR REPLACE FUNCTION wallet_apply_batches_one_by_one(batches jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     item record;
@@ -116,16 +133,8 @@ BEGIN
                 )
                 INSERT INTO outbox (event_id, wallet_id, routing_key, payload)
                 SELECT ev.id, ev.wallet_id, 'wallet.' || lower(ev.event_type),
-                       jsonb_build_object(
-                           'eventId', ev.id,
-                           'eventType', ev.event_type,
-                           'walletId', ev.wallet_id,
-                           'amount', (ev.amount::numeric / 100)::numeric(20, 2),
-                           'currency', s->>'currency',
-                           'version', ev.version,
-                           'metadata', ev.metadata,
-                           'occurredAt', to_char(ev.created_at AT TIME ZONE 'UTC',
-                                                 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                       wallet_outbox_payload(ev.id, ev.event_type, ev.wallet_id, ev.amount,
+                                             s->>'currency', ev.version, ev.metadata, ev.created_at)
                 FROM ev ORDER BY ev.version;
                 wrote := true;
             END IF;
@@ -259,15 +268,7 @@ BEGIN
     -- The same rows as the one-by-one path's, built from the batch rather than joined back.
     INSERT INTO outbox (event_id, wallet_id, routing_key, payload)
     SELECT e.id, b.w, 'wallet.' || lower(e.t),
-           jsonb_build_object(
-               'eventId', e.id,
-               'eventType', e.t,
-               'walletId', b.w,
-               'amount', (e.a::numeric / 100)::numeric(20, 2),
-               'currency', b.s->>'currency',
-               'version', e.v,
-               'metadata', e.m,
-               'occurredAt', to_char(e."at" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+           wallet_outbox_payload(e.id, e.t, b.w, e.a, b.s->>'currency', e.v, e.m, e."at")
       FROM jsonb_to_recordset(batches) AS b(w text, s jsonb, e jsonb),
            jsonb_to_recordset(b.e) AS e(id uuid, v bigint, t text, a bigint, m jsonb, "at" timestamptz)
      WHERE jsonb_typeof(b.s) = 'object'
