@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 
 from tests.integration.test_flush_guard import batch_on
+from wallet.domain.commands import Freeze
 from wallet.domain.saga import SagaState, SagaTransition
+from wallet.domain.wallet import decide, evolve
+from wallet.ids import new_uuid
 from wallet.persistence.event_store import EventStore, encode_batches
-from wallet.persistence.records import IdempotencyRecord, WalletBatch
+from wallet.persistence.records import IdempotencyRecord, StoredEvent, WalletBatch
 from wallet.persistence.saga_store import SagaRecord, SagaStore
 
 SNAPSHOT = {
@@ -52,6 +56,18 @@ class Scene:
 
     def next_on(self, made: WalletBatch, cents: int = 5, **changes: Any) -> WalletBatch:
         return replace(batch_on(made.wallet_id, made.state, made.last_event_id, cents), **changes)
+
+    @staticmethod
+    def frozen(made: WalletBatch) -> WalletBatch:
+        """A freeze on the state ``made`` led to: an event that moves no money (amount NULL)."""
+        state, events = made.state, []
+        for event in decide(made.wallet_id, made.state, Freeze("checks", datetime.now(UTC))):
+            state = evolve(state, event)
+            events.append(StoredEvent(new_uuid(), state.version, state.balance, event))
+        assert state is not None and made.state is not None
+        return WalletBatch(
+            made.wallet_id, made.state.version, state, tuple(events), (), previous_event_id=made.last_event_id
+        )
 
     def key(self, name: str, status: int = 200) -> IdempotencyRecord:
         return IdempotencyRecord(f"{self.prefix}{name}", f"fp-{name}", status, {"name": name})
@@ -113,7 +129,7 @@ async def test_a_clean_flush_applies_together_as_one_by_one_would(scene: Scene) 
     debit = await scene.pending_saga(a.wallet_id, b.wallet_id)
     batches = [
         scene.next_on(a, keys=(scene.key("a1"), scene.key("a2", 422)), saga_transitions=(debit,)),
-        scene.next_on(b, 7),
+        scene.frozen(b),
         replace(scene.next_on(c), state=None, events=(), keys=(scene.key("c1", 422),)),  # a refusal
         batch_on(f"{scene.prefix}new", None, None, 300),
         # A refusal on a wallet that does not exist: it writes nothing, and checks it still doesn't.
@@ -124,7 +140,13 @@ async def test_a_clean_flush_applies_together_as_one_by_one_would(scene: Scene) 
     assert together == one_by_one
     answer, rows = together
     assert answer == "[]"
-    assert [w["version"] for w in rows["wallets"]] == [3, 3, 2, 2]
+    assert [(w["version"], w["status"]) for w in rows["wallets"]] == [
+        (3, "ACTIVE"),
+        (3, "FROZEN"),
+        (2, "ACTIVE"),
+        (2, "ACTIVE"),
+    ]
+    assert [o["payload"] for o in rows["outbox"] if '"WALLET_FROZEN"' in o["payload"]] != []
     assert [r["state"] for r in rows["transfer_sagas"]] == ["DEBITED"]
     assert len(rows["outbox"]) == 6 + 4  # two events per stored wallet, then the four new ones
 
