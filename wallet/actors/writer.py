@@ -117,18 +117,18 @@ class FlushWriter:
             requests = await self._take(queue)
             try:
                 await self._before_commit([r.batch for r in requests])
-            except (Exception, asyncio.CancelledError) as exc:  # stopped, or a bug: never written unfenced
-                if not isinstance(exc, asyncio.CancelledError):
-                    log.exception("fencing %d wallet batches failed", len(requests))
-                for request in requests:
-                    _tell(request, Flushed(FlushResult.FAILED, RuntimeError("not fenced"), request.token))
-                    queue.task_done()
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+            except asyncio.CancelledError:  # stopped: never written unfenced
+                _fail(requests, RuntimeError("writer stopped"))
+                raise
+            except Exception as exc:  # a bug in the hook: never written unfenced
+                log.exception("fencing %d wallet batches failed", len(requests))
+                _fail(requests, exc)
                 continue
+            finally:
+                for _ in requests:
+                    queue.task_done()
             for request in requests:
                 ready.put_nowait(request)
-                queue.task_done()
 
     async def _work(self, ready: asyncio.Queue[FlushRequest]) -> None:
         while True:
@@ -147,14 +147,12 @@ class FlushWriter:
         try:
             refused = await self._apply(batches)  # fenced already (``_fence``), if there is a hook
         except asyncio.CancelledError:
-            for request in requests:
-                _tell(request, Flushed(FlushResult.FAILED, RuntimeError("writer stopped"), request.token))
+            _fail(requests, RuntimeError("writer stopped"))
             raise
         except Exception as exc:  # the transaction did not commit, or we cannot know
             log.warning("flush of %d wallet batches failed: %r", len(requests), exc)
             self.stats.failures += 1
-            for request in requests:
-                _tell(request, Flushed(FlushResult.FAILED, exc, request.token))
+            _fail(requests, exc)
             return
         stats = self.stats
         stats.transactions += 1
@@ -194,6 +192,12 @@ def _answer(committed: list[FlushRequest]) -> None:
                 envelope.answer_on_loop(reply)
             except Exception:  # e.g. a saga step's coordinator already stopped: the others still
                 log.exception("answer to a committed command of %s failed", request.batch.wallet_id)
+
+
+def _fail(requests: list[FlushRequest], error: BaseException) -> None:
+    """Tell each actor its batch was not written."""
+    for request in requests:
+        _tell(request, Flushed(FlushResult.FAILED, error, request.token))
 
 
 def _tell(request: FlushRequest, message: Flushed) -> None:

@@ -76,16 +76,21 @@ def run_notes(rows: list[Row]) -> list[str]:
     return notes
 
 
-def text_table(rows: list[Row]) -> str:
-    table = [HEADER, *map(cells, rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(HEADER))]
+def aligned(table: list[tuple[str, ...]]) -> list[str]:
+    """Rows of text cells in columns: the name left-aligned, the figures right-aligned, the last
+    cell (a check or a verdict) as it is."""
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
 
     def fmt(line: tuple[str, ...]) -> str:
-        name, *figures, check = line
+        name, *figures, last = line
         padded = [name.ljust(widths[0])] + [f.rjust(w) for f, w in zip(figures, widths[1:-1], strict=True)]
-        return "  ".join([*padded, check])
+        return "  ".join([*padded, last])
 
-    return "\n".join([fmt(line) for line in table] + run_notes(rows))
+    return [fmt(line) for line in table]
+
+
+def text_table(rows: list[Row]) -> str:
+    return "\n".join(aligned([HEADER, *map(cells, rows)]) + run_notes(rows))
 
 
 def cpu_model() -> str:
@@ -199,15 +204,7 @@ def alert_cells(row: AlertRow) -> tuple[str, ...]:
 
 
 def alert_table(rows: list[AlertRow]) -> str:
-    table = [ALERT_HEADER, *map(alert_cells, rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(ALERT_HEADER))]
-
-    def fmt(line: tuple[str, ...]) -> str:
-        name, *figures, check = line
-        padded = [name.ljust(widths[0])] + [f.rjust(w) for f, w in zip(figures, widths[1:-1], strict=True)]
-        return "  ".join([*padded, check])
-
-    return "\n".join([fmt(line) for line in table] + alert_notes(rows))
+    return "\n".join(aligned([ALERT_HEADER, *map(alert_cells, rows)]) + alert_notes(rows))
 
 
 def alert_notes(rows: list[AlertRow]) -> list[str]:
