@@ -103,6 +103,17 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def markdown_table(
+    preamble: list[str], header: tuple[str, ...], body: list[tuple[str, ...]], notes: list[str]
+) -> str:
+    """A paragraph, then a Markdown table (the name and last columns left-aligned, the figures
+    right-aligned), then the notes as a list."""
+    rule = "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 2) + [" --- "]) + "|"
+    lines = [*preamble, "", "| " + " | ".join(header) + " |", rule]
+    lines += ["| " + " | ".join(line) + " |" for line in body]
+    return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
+
+
 def markdown(rows: list[Row], opts: Options) -> str:
     lines = [
         f"Bench of {time.strftime('%Y-%m-%d %H:%M %Z')}: {os.cpu_count()} cores ({cpu_model()}), "
@@ -113,13 +124,8 @@ def markdown(rows: list[Row], opts: Options) -> str:
         "ceiling (POST or GET) measured just before each workload (its req/s in the ceiling column); "
         "CPU is the share of one core over the measured window; µs/req is that CPU per answered "
         "request (the least disturbed figure on a busy machine).",
-        "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "|".join([" --- "] + [" ---: "] * (len(HEADER) - 2) + [" --- "]) + "|",
-        *("| " + " | ".join(cells(row)) + " |" for row in rows),
     ]
-    notes = run_notes(rows)
-    return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
+    return markdown_table(lines, HEADER, [cells(row) for row in rows], run_notes(rows))
 
 
 DRAIN_HEADER = (
@@ -223,10 +229,5 @@ def alert_markdown(rows: list[AlertRow], opts: Options) -> str:
         f"~{POLL_EVERY_S * 1000:.0f} ms; latency from the withdrawal event's `created_at` to the first "
         f"poll listing its alert; missed: not listed within {GRACE_S:g} s after the load; worker CPU: "
         "share of one core over the load and that wait.",
-        "",
-        "| " + " | ".join(ALERT_HEADER) + " |",
-        "|" + "|".join([" --- "] + [" ---: "] * (len(ALERT_HEADER) - 2) + [" --- "]) + "|",
-        *("| " + " | ".join(alert_cells(row)) + " |" for row in rows),
     ]
-    notes = alert_notes(rows)
-    return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
+    return markdown_table(lines, ALERT_HEADER, [alert_cells(row) for row in rows], alert_notes(rows))
