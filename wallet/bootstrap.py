@@ -155,7 +155,17 @@ def _outbox_relay(
 ) -> OutboxRelay:
     """The relay over the outbox table, publishing to RabbitMQ or, given one, the in-process bus."""
     publisher = bus if bus is not None else BrokerLink(settings, name=name)
-    return OutboxRelay(OutboxStore(pool), settings, name=name, publisher=publisher)
+
+    async def connect() -> asyncpg.Connection:  # the leader's own, direct, like the listener's
+        conn: asyncpg.Connection = await asyncpg.connect(
+            settings.database_url,
+            timeout=settings.outbox_publish_timeout_seconds,
+            command_timeout=30,
+            server_settings={"application_name": f"{name}-outbox-leader"},
+        )
+        return conn
+
+    return OutboxRelay(OutboxStore(pool, connect), settings, name=name, publisher=publisher)
 
 
 @dataclass(slots=True)

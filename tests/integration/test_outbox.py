@@ -246,3 +246,51 @@ async def test_a_separate_relay_process_publishes_for_api_instances_with_the_rel
             await relay.stop()
     finally:
         await api.stop()
+
+
+async def test_one_relay_leads_across_rounds_and_another_takes_over_when_it_is_cut_off_or_stops(
+    aiohttp_client, settings, db, collector
+):
+    """The leader's lock lives on its own connection: it publishes round after round while a
+    second relay stands by; when its connection is killed, or it stops, the lock goes with the
+    session and the relays go on from there. Every event arrives, first arrivals in order."""
+    api = await start_api(
+        replace(settings, outbox_relay_enabled=False), name="api-only", run_migrations=False
+    )
+    relays = {}
+    try:
+        client = await aiohttp_client(api.app)
+        relays["leader-a"] = await start_relay(settings, name="leader-a", run_migrations=False)
+        wallets = new_wallets(2)
+        await operations(client, wallets[0], 5)
+        await collector.wait_until(lambda: len(collector.of(wallets)) >= 5)
+        relays["standby-b"] = await start_relay(settings, name="standby-b", run_migrations=False)
+        for _ in range(3):  # several rounds, the second relay polling beside them
+            await operations(client, wallets[1], 4)
+            await asyncio.sleep(0.3)
+        await collector.wait_until(lambda: len(collector.of(wallets)) >= 17)
+        assert {r.app_id for r in collector.of(wallets)} == {"leader-a"}
+        assert relays["standby-b"].relay.stats.standby_rounds > 0
+
+        # The leader's connection killed: its lock is gone with it.
+        killed = await db.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'leader-a-outbox-leader'"
+        )
+        assert killed == 1
+        await operations(client, wallets[0], 6)
+        await collector.wait_until(lambda: len(collector.of(wallets)) >= 23)
+
+        # The leader, whichever it now is, stops: the other takes over.
+        leader = "leader-a" if collector.of(wallets)[-1].app_id == "leader-a" else "standby-b"
+        await relays.pop(leader).stop()
+        await operations(client, wallets[1], 3)
+        expected = await events_of(db, wallets)
+        total = sum(len(ids) for ids in expected.values())
+        await collector.wait_until(lambda: len({r.message_id for r in collector.of(wallets)}) >= total)
+        assert first_occurrences(collector.of(wallets)) == expected
+        assert collector.of(wallets)[-1].app_id != leader
+    finally:
+        for relay in relays.values():
+            await relay.stop()
+        await api.stop()

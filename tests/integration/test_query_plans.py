@@ -14,7 +14,7 @@ scan a table that grows with the traffic.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -30,12 +30,18 @@ from wallet.persistence.outbox_store import OutboxStore
 from wallet.persistence.records import IdempotencyRecord
 from wallet.persistence.saga_store import SagaRecord, SagaStore
 
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
 GROWING_TABLES = ("idempotency_keys", "transfer_sagas", "wallet_events", "outbox", "wallets")
+# Partial indexes of what is still to do: their size is the backlog, not the history, so reading
+# one whole is what its statement wants (the relay's fetch of unpublished rows).
+BACKLOG_INDEXES = ("outbox_unpublished",)
 
 
 @pytest.fixture
-async def explained(run_id: str) -> AsyncIterator[tuple[asyncpg.Pool, list[str]]]:
-    """A pool on a fresh, empty database whose connections plan generic and report every plan."""
+async def explained(run_id: str) -> AsyncIterator[tuple[asyncpg.Pool, list[str], Connect]]:
+    """A pool on a fresh, empty database whose connections plan generic and report every plan,
+    and a way to open one more such connection outside the pool (the relay leader's)."""
     name = f"wallet_test_{run_id}_plans"
     await _create_database(name)
     plans: list[str] = []
@@ -53,9 +59,14 @@ async def explained(run_id: str) -> AsyncIterator[tuple[asyncpg.Pool, list[str]]
         )
         conn.add_log_listener(on_notice)
 
+    async def connect() -> asyncpg.Connection:
+        conn = await asyncpg.connect(_database_url(name))
+        await explaining(conn)
+        return conn
+
     pool = await asyncpg.create_pool(_database_url(name), min_size=1, max_size=4, init=explaining)
     try:
-        yield pool, plans
+        yield pool, plans, connect
     finally:
         await pool.close()
         await _drop_database(name)
@@ -69,7 +80,7 @@ def scans_of_growing_tables(plans: list[str]) -> list[str]:
         lines = plan.splitlines()
         for n, line in enumerate(lines):
             scanned = next((t for t in GROWING_TABLES if f" on {t}" in line or f" on {t} " in line), None)
-            if scanned is None or "Scan" not in line:
+            if scanned is None or "Scan" not in line or any(f"using {i} " in line for i in BACKLOG_INDEXES):
                 continue
             if "Seq Scan" in line or (
                 "Index" in line and not any("Index Cond" in later for later in lines[n + 1 : n + 3])
@@ -81,7 +92,7 @@ def scans_of_growing_tables(plans: list[str]) -> list[str]:
 
 @pytest.mark.filterwarnings("ignore:.*active log listener")  # the listener stays for the pool's life
 async def test_no_write_path_statement_scans_a_growing_table(explained) -> None:
-    pool, plans = explained
+    pool, plans, connect = explained
     events, sagas = EventStore(pool), SagaStore(pool)
     wallet_id = f"w-{uuid.uuid4().hex[:12]}"
     key = f"k-{uuid.uuid4()}"
@@ -118,10 +129,12 @@ async def test_no_write_path_statement_scans_a_growing_table(explained) -> None:
             await IdempotencyStore.find_many(conn, [key])
         await events.load_many([wallet_id])
         await events.any_event_exists([first.events[0].id])
-        async with OutboxStore(pool).leader_round() as round_:
+        outbox = OutboxStore(pool, connect)
+        async with outbox.leader_round() as round_:
             assert round_ is not None
             rows = await round_.fetch(100)
             await round_.mark_published([row["id"] for row in rows])
+        await outbox.close()
     finally:
         await events.release_held()
     assert len(plans) > 10, plans

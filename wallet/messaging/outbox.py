@@ -13,13 +13,13 @@ Two halves, because asyncpg and aio-pika objects belong to the event loop that m
 The table's queries are ``wallet/persistence/outbox_store.py``; the RabbitMQ connection and probe
 are ``wallet/messaging/broker_link.py``, one ``EventPublisher`` like the in-process bus.
 
-A round: BEGIN; take the transaction-level advisory lock of the relay leader, or give up (another
-relay is publishing: this one stays on standby, polling, until the lock is free); SELECT the oldest
-unpublished rows ``FOR UPDATE SKIP LOCKED``; publish them with publisher confirms (the whole batch
-as one write, in row order, on one channel; the broker routes them in that order); mark the
-confirmed rows published; COMMIT. One leader at a time is what keeps per-wallet order with
-several relays: with ``SKIP LOCKED`` alone, a second relay could publish a wallet's later rows
-while the first still holds its earlier ones. Per-wallet order in the table is commit order: a
+A round: as the relay leader (holding the leader's session-level advisory lock on a connection of
+its own, ``OutboxStore.leader_round``; while another relay holds it, this one stays on standby,
+polling, until the lock is free), SELECT the oldest unpublished rows; publish them with publisher
+confirms (the whole batch as one write, in row order, on one channel; the broker routes them in
+that order); mark the confirmed rows published. Two statements, no transaction of its own. One
+leader at a time is what keeps per-wallet order with several relays: two could otherwise publish a
+wallet's later rows while one still holds its earlier ones. Per-wallet order in the table is commit order: a
 wallet's next batch inserts its outbox rows only after the previous batch's transaction commits
 (the version-checked ``UPDATE wallets`` waits for it), so ``ORDER BY id`` is commit order per wallet.
 
@@ -158,6 +158,7 @@ class OutboxRelay:
                     await asyncio.get_running_loop().run_in_executor(
                         None, lambda: stopped.get(timeout=timeout)
                     )
+        await self._store.close()  # the leader's lock, free for another relay at once
         if self._broker is not None:
             await self._broker.close()
 

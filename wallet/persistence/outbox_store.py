@@ -1,20 +1,22 @@
 """The outbox table: what a relay reads, marks, measures and purges.
 
 Rows are inserted by the flush function (``wallet_apply_batches``), which notifies
-``NOTIFY_CHANNEL`` at commit. A relay round is one transaction that holds the leader's
-transaction-level advisory lock (``leader_round``): one relay publishes at a time, which is what
-keeps per-wallet order with several relays (with ``SKIP LOCKED`` alone, a second relay could
-publish a wallet's later rows while the first still holds its earlier ones).
+``NOTIFY_CHANNEL`` at commit. One relay publishes at a time, which is what keeps per-wallet order
+with several relays (two could otherwise publish a wallet's later rows while one still holds its
+earlier ones): the leader holds a session-level advisory lock on a connection of its own
+(``leader_round``) for as long as that connection lives, so a round is two statements, a fetch and
+a mark, with no BEGIN, lock or COMMIT of its own (DESIGN.md §6).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
 
-from wallet.persistence.db import pooled
+from wallet.persistence.db import discard, is_connection_failure
 
 NOTIFY_CHANNEL = "wallet_outbox"
 LEADER_LOCK_KEY = 0x77A11E8  # arbitrary, fixed: "wallet outbox relay leader"
@@ -27,7 +29,6 @@ SELECT id, event_id, wallet_id, routing_key, payload::text AS body, payload->>'e
  WHERE published_at IS NULL
  ORDER BY id
  LIMIT $1
-   FOR UPDATE SKIP LOCKED
 """
 _MARK = "UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])"
 _OLDEST = """
@@ -46,13 +47,13 @@ SELECT count(*) FROM gone
 
 
 class LeaderRound:
-    """A relay round's transaction, held as the leader."""
+    """A relay round's statements, on the leader's connection."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
     async def fetch(self, limit: int) -> list[asyncpg.Record]:
-        """The oldest unpublished rows, in commit order per wallet, locked for this round."""
+        """The oldest unpublished rows, in commit order per wallet (only the leader reads them)."""
         return list(await self._conn.fetch(_FETCH, limit))
 
     async def mark_published(self, ids: list[int]) -> None:
@@ -60,17 +61,63 @@ class LeaderRound:
 
 
 class OutboxStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
+        """``connect``: a direct connection to PostgreSQL, never through PgBouncer in transaction
+        mode (the leader's lock lives on its session), never a pool's (it would go back with
+        the lock held)."""
         self._pool = pool
+        self._connect = connect
+        self._conn: asyncpg.Connection | None = None
+        self._leading = False
 
     @asynccontextmanager
     async def leader_round(self) -> AsyncIterator[LeaderRound | None]:
-        """A transaction as the relay leader, or None while another relay holds the lock."""
-        async with pooled(self._pool) as conn, conn.transaction():  # a broken connection is discarded
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LEADER_LOCK_KEY):
-                yield None
-                return
+        """A round as the relay leader, or None while another relay leads. A relay becomes the
+        leader by taking the lock on its connection and stays it until that connection closes
+        (``close``, or lost: the lock goes with the session, and the next round connects again).
+        A round that loses its connection after publishing leaves its rows unmarked: the next
+        leader publishes them again, after them in each wallet's order (at least once)."""
+        conn = await self._leader_connection()
+        if conn is None:
+            yield None
+            return
+        try:
             yield LeaderRound(conn)
+        except Exception as exc:
+            if is_connection_failure(exc):
+                self._drop()
+            raise
+
+    async def _leader_connection(self) -> asyncpg.Connection | None:
+        """This relay's connection if it holds the leader's lock (taking it if free), else None."""
+        if self._conn is not None and self._conn.is_closed():
+            self._drop()
+        if self._conn is None:
+            self._conn = await self._connect()
+        if not self._leading:
+            try:
+                self._leading = bool(
+                    await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK_KEY)
+                )
+            except Exception as exc:
+                if is_connection_failure(exc):
+                    self._drop()
+                raise
+        return self._conn if self._leading else None
+
+    def _drop(self) -> None:
+        conn, self._conn, self._leading = self._conn, None, False
+        if conn is not None:
+            discard(conn)
+
+    async def close(self) -> None:
+        """Close the leader's connection: its lock is free for another relay at once."""
+        conn, self._conn, self._leading = self._conn, None, False
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 2.0)
+            except Exception:
+                discard(conn)
 
     async def oldest_age(self) -> float | None:
         """Age in seconds of the oldest unpublished row, None when there is none."""
