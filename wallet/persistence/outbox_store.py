@@ -60,64 +60,85 @@ class LeaderRound:
         await self._conn.execute(_MARK, ids)
 
 
+# Opens a direct connection to PostgreSQL for the relay leader.
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
+
 class OutboxStore:
-    def __init__(self, pool: asyncpg.Pool, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
-        """``connect``: a direct connection to PostgreSQL, never through PgBouncer in transaction
-        mode (the leader's lock lives on its session), never a pool's (it would go back with
-        the lock held)."""
+    """The outbox's queries, and the relay leader's connection, which holds the leader's lock.
+
+    ``connect`` opens a direct connection: never through PgBouncer in transaction mode (the lock
+    lives on the session) and never a pool's (it would go back to the pool with the lock held).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, connect: Connect) -> None:
         self._pool = pool
         self._connect = connect
         self._conn: asyncpg.Connection | None = None
         self._leading = False
+        self._closed = False
 
     @asynccontextmanager
     async def leader_round(self) -> AsyncIterator[LeaderRound | None]:
-        """A round as the relay leader, or None while another relay leads. A relay becomes the
-        leader by taking the lock on its connection and stays it until that connection closes
-        (``close``, or lost: the lock goes with the session, and the next round connects again).
-        A round that loses its connection after publishing leaves its rows unmarked: the next
-        leader publishes them again, after them in each wallet's order (at least once)."""
+        """A round as the relay leader, or None while another relay leads (or after ``close``).
+        A relay becomes the leader by taking the lock on its connection and stays it until that
+        connection closes (``close``, or lost: the lock goes with the session, and the next round
+        connects again). A round that loses its connection after publishing leaves its rows
+        unmarked: the next leader publishes them again, after them in each wallet's order."""
         conn = await self._leader_connection()
         if conn is None:
             yield None
             return
         try:
             yield LeaderRound(conn)
-        except Exception as exc:
-            if is_connection_failure(exc):
-                self._drop()
+        except BaseException as exc:
+            self._drop_after(conn, exc)
             raise
 
     async def _leader_connection(self) -> asyncpg.Connection | None:
         """This relay's connection if it holds the leader's lock (taking it if free), else None."""
-        if self._conn is not None and self._conn.is_closed():
-            self._drop()
-        if self._conn is None:
-            self._conn = await self._connect()
+        if self._closed:
+            return None
+        conn = self._conn
+        if conn is not None and conn.is_closed():
+            self._drop(conn)
+            conn = None
+        if conn is None:
+            conn = self._conn = await self._connect()
         if not self._leading:
             try:
-                self._leading = bool(
-                    await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK_KEY)
-                )
-            except Exception as exc:
-                if is_connection_failure(exc):
-                    self._drop()
+                self._leading = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK_KEY))
+            except BaseException as exc:
+                self._drop_after(conn, exc)
                 raise
-        return self._conn if self._leading else None
+        return conn if self._leading else None
 
-    def _drop(self) -> None:
-        conn, self._conn, self._leading = self._conn, None, False
-        if conn is not None:
-            discard(conn)
+    def _drop_after(self, conn: asyncpg.Connection, exc: BaseException) -> None:
+        """After a statement on the leader's connection failed: keep the connection (and the lock)
+        only if the server answered with an error; on a lost connection, a timeout or a
+        cancellation its state is unknown, and a fresh one is cheap and always safe."""
+        if not isinstance(exc, asyncpg.PostgresError) or is_connection_failure(exc):
+            self._drop(conn)
+
+    def _drop(self, conn: asyncpg.Connection) -> None:
+        """Terminate ``conn`` (the lock goes with it) if it is still the leader's."""
+        if self._conn is conn:
+            self._conn, self._leading = None, False
+        discard(conn)
 
     async def close(self) -> None:
-        """Close the leader's connection: its lock is free for another relay at once."""
+        """Close the leader's connection, so its lock is free for another relay at once; later
+        rounds stand by."""
+        self._closed = True
         conn, self._conn, self._leading = self._conn, None, False
         if conn is not None and not conn.is_closed():
             try:
                 await asyncio.wait_for(conn.close(), 2.0)
             except Exception:
                 discard(conn)
+            except BaseException:  # cancelled: still never left open with the lock
+                discard(conn)
+                raise
 
     async def oldest_age(self) -> float | None:
         """Age in seconds of the oldest unpublished row, None when there is none."""
