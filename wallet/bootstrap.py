@@ -35,6 +35,7 @@ from wallet.config import Settings
 from wallet.fraud.auto_freeze import AutoFreezer
 from wallet.fraud.worker import FraudWorker
 from wallet.http.app import create_app
+from wallet.http.worker_guard import guard_worker_app
 from wallet.messaging.broker_link import BrokerLink
 from wallet.messaging.inprocess import InProcessBus
 from wallet.messaging.outbox import OutboxRelay
@@ -252,7 +253,7 @@ def build_worker(
 ) -> FraudWorker:
     """The fraud worker, not started: its start waits for the broker (``wallet worker`` races
     that against a stop signal). Given ``bus``, it consumes that in-process bus instead."""
-    return FraudWorker(settings, name=name, bus=bus)
+    return FraudWorker(settings, name=name, bus=bus, guard=guard_worker_app)
 
 
 def _crash_after_commit(

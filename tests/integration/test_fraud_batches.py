@@ -29,12 +29,15 @@ from tests.integration.test_fraud_worker import (  # noqa: F401 (fixtures)
     publish,
     wait_for,
 )
+from wallet.auth.issue import issue_key
+from wallet.auth.principal import OPS_READ
 from wallet.bootstrap import build_worker
 from wallet.fraud.messages import parse_wallet_event
 from wallet.fraud.rules import Movement, RuleConfig, rapid_withdrawals
 from wallet.fraud.store import WALLET_LOCK_CLASS, FraudStore
 from wallet.fraud.worker import rule_config
 from wallet.messaging.topology import fraud_topology
+from wallet.persistence.api_key_store import ApiKeyStore
 from wallet.persistence.db import create_pool
 
 T0 = datetime.now(UTC) - timedelta(seconds=30)
@@ -226,8 +229,10 @@ async def test_poison_messages_in_a_batch_go_to_the_dlq_and_the_rest_commits(fra
         await worker.stop()
 
 
-async def metrics_of(session: aiohttp.ClientSession, port: int) -> dict[str, float]:
-    async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+async def metrics_of(session: aiohttp.ClientSession, port: int, token: str | None = None) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with session.get(f"http://127.0.0.1:{port}/metrics", headers=headers) as response:
+        assert response.status == 200, await response.text()
         text = await response.text()
     values = {}
     for line in text.splitlines():
@@ -240,9 +245,15 @@ async def metrics_of(session: aiohttp.ClientSession, port: int) -> dict[str, flo
 async def test_two_worker_processes_on_one_queue_raise_the_same_alerts_as_one(fraud_settings, db, amqp):
     """Two `wallet worker` processes consume one queue; each wallet's withdrawals are split
     between them (round-robin deliveries), yet the alerts are exactly the brute-force ones: none
-    twice, none missed. Both processed part of the stream (their /metrics say how much)."""
+    twice, none missed. Both processed part of the stream (their /metrics say how much, to an
+    ``ops:read`` key: the processes run with authentication on)."""
     s = fraud_settings
     publisher = await amqp.channel()
+    pool = await create_pool(s.database_url, min_size=1, max_size=1, application_name="test-keys")
+    try:
+        _record, ops_key = await issue_key(ApiKeyStore(pool), "metrics scraper", [OPS_READ], ["*"], None)
+    finally:
+        await pool.close()
     ports = [free_port(), free_port()]
     workers = [
         start_worker(worker_env(s, FRAUD_WORKER_PORT=str(port), FRAUD_BATCH_SIZE="20", FRAUD_PREFETCH="40"))
@@ -269,7 +280,9 @@ async def test_two_worker_processes_on_one_queue_raise_the_same_alerts_as_one(fr
 
         async with aiohttp.ClientSession() as session:
             shares = [
-                (await metrics_of(session, port)).get('wallet_fraud_events_total{outcome="processed"}', 0.0)
+                (await metrics_of(session, port, ops_key)).get(
+                    'wallet_fraud_events_total{outcome="processed"}', 0.0
+                )
                 for port in ports
             ]
         assert sum(shares) == len(events) and min(shares) > 0, shares

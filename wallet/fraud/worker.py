@@ -26,7 +26,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -72,13 +72,24 @@ class WorkerStats:
     batches: int = 0
 
 
+# Puts the worker's HTTP app (health, metrics) behind authentication, given the settings and the
+# worker's pool (where API keys are looked up); the composition root passes the HTTP layer's.
+GuardApp = Callable[[web.Application, Settings, asyncpg.Pool], None]
+
+
 class FraudWorker:
     def __init__(
-        self, settings: Settings, *, name: str = "fraud-worker", bus: InProcessBus | None = None
+        self,
+        settings: Settings,
+        *,
+        name: str = "fraud-worker",
+        bus: InProcessBus | None = None,
+        guard: GuardApp | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
         self.bus = bus
+        self._guard = guard
         self.config = rule_config(settings)
         self.topology = fraud_topology(settings)
         self.stats = WorkerStats()
@@ -115,6 +126,8 @@ class FraudWorker:
             self._tasks.append(loop.create_task(self._read_queue_depth_periodically()))
         if s.fraud_worker_port:
             app = health_app(self.metrics, self, s.fraud_lag_threshold_seconds)
+            if self._guard is not None:
+                self._guard(app, s, self.pool)
             self._http = await serve(app, s.host, s.fraud_worker_port)
         self._started = True
         where = " (in-process bus)" if self.bus is not None else ""
