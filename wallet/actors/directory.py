@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 Spawn = Callable[[str], pykka.ActorRef[Any]]
 
 
-class DirectoryClosed(Exception):
+class DirectoryClosedError(Exception):
     """The service is shutting down and takes no more commands."""
 
 
@@ -56,7 +56,7 @@ class WalletDirectory:
 
     def tell(self, wallet_id: str, message: Any) -> None:
         if self._closed:
-            raise DirectoryClosed("service is shutting down")
+            raise DirectoryClosedError("service is shutting down")
         if threading.get_ident() != self._loop_thread:
             self._loop.call_soon_threadsafe(self._tell_later, wallet_id, message)
             return
@@ -80,7 +80,7 @@ class WalletDirectory:
     def _tell_later(self, wallet_id: str, message: Any) -> None:
         try:
             self.tell(wallet_id, message)
-        except DirectoryClosed:
+        except DirectoryClosedError:
             log.warning("message for wallet %s dropped at shutdown: %r", wallet_id, message)
 
     def passivate_idle(self) -> int:

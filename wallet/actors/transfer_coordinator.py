@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from wallet.actors.directory import DirectoryClosed
+from wallet.actors.directory import DirectoryClosedError
 from wallet.actors.loop_actor import LoopActor
 from wallet.actors.messages import (
     Accepted,
@@ -173,7 +173,7 @@ class TransferCoordinator(LoopActor):
         )
         try:
             self._tell_wallet(wallet_id, envelope)
-        except DirectoryClosed:
+        except DirectoryClosedError:
             self._finish(run, run.render(unavailable("service is shutting down")))
 
     def _step_renderer(self, run: _Run) -> Callable[[Outcome], Reply]:

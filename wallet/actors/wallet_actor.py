@@ -45,7 +45,7 @@ from wallet.domain.saga import SagaTransition, expected_state, is_saga_step, tra
 from wallet.domain.wallet import WalletState, decide, evolve
 from wallet.ids import new_uuid
 from wallet.persistence.db import is_connection_failure, is_lost_to_a_deadlock
-from wallet.persistence.event_store import EventStore, FlushOutcomeUnknown
+from wallet.persistence.event_store import EventStore, FlushOutcomeUnknownError
 from wallet.persistence.records import IdempotencyRecord, StoredEvent, StoredWallet, WalletBatch
 from wallet.persistence.saga_store import SagaStore
 from wallet.persistence.state_loader import BatchedStateLoader
@@ -285,13 +285,14 @@ class WalletActor(LoopActor):
                 reload = True
                 log.warning("wallet actor %s: flush failed: %r", self.wallet_id, result.error)
                 checks.append(flight.decided)
+                error = result.error
                 retryable.append(
-                    isinstance(result.error, FlushOutcomeUnknown)
-                    or is_connection_failure(result.error)
-                    or is_lost_to_a_deadlock(result.error)
+                    isinstance(error, FlushOutcomeUnknownError)
+                    or is_connection_failure(error)
+                    or is_lost_to_a_deadlock(error)
                 )
-                if isinstance(result.error, FlushOutcomeUnknown) and result.error.backend_pid is not None:
-                    orphans.add(result.error.backend_pid)
+                if isinstance(error, FlushOutcomeUnknownError) and error.backend_pid is not None:
+                    orphans.add(error.backend_pid)
         if not reload:
             self._decide_again(redecide)
             return

@@ -45,7 +45,7 @@ Execute = Callable[
 ]
 
 
-class FreezeFailed(Exception):
+class FreezeFailedError(Exception):
     """The freeze command did not go through; the alert will be retried."""
 
 
@@ -129,4 +129,4 @@ class AutoFreezer:
         if 400 <= reply.status < 500 and reply.status not in (408, 409, 429):
             log.info("fraud alert %s: wallet %s not frozen: %s", alert.alert_id, alert.wallet_id, reply.body)
             return
-        raise FreezeFailed(f"freeze of {alert.wallet_id} answered {reply.status}: {reply.body}")
+        raise FreezeFailedError(f"freeze of {alert.wallet_id} answered {reply.status}: {reply.body}")

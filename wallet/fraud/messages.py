@@ -17,7 +17,7 @@ from wallet.domain.money import MINOR_UNITS_PER_MAJOR, to_json_number
 from wallet.fraud.rules import Movement
 
 
-class MalformedMessage(ValueError):
+class MalformedMessageError(ValueError):
     """A body that is not the expected JSON document; retrying will not fix it."""
 
 
@@ -48,7 +48,7 @@ class WalletEventMessage:
 
 
 def _reject_constant(token: str) -> Any:
-    raise MalformedMessage(f"{token} is not a number")
+    raise MalformedMessageError(f"{token} is not a number")
 
 
 # One decoder for every message (``json.loads`` with options builds a new one per call).
@@ -59,9 +59,9 @@ def _load(body: bytes) -> dict[str, Any]:
     try:
         data = _DECODER.decode(body.decode())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedMessage(f"body is not JSON: {exc}") from None
+        raise MalformedMessageError(f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise MalformedMessage("body is not a JSON object")
+        raise MalformedMessageError("body is not a JSON object")
     return data
 
 
@@ -70,23 +70,23 @@ def amount_to_cents(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise MalformedMessage("amount must be a number")
+        raise MalformedMessageError("amount must be a number")
     try:
         number = Decimal(value) if isinstance(value, (int, str)) else value
     except InvalidOperation:
-        raise MalformedMessage(f"amount {value!r} is not a number") from None
+        raise MalformedMessageError(f"amount {value!r} is not a number") from None
     if not isinstance(number, Decimal) or not number.is_finite():
-        raise MalformedMessage(f"amount {value!r} is not a number")
+        raise MalformedMessageError(f"amount {value!r} is not a number")
     cents = number * MINOR_UNITS_PER_MAJOR
     if cents != cents.to_integral_value() or cents < 0:
-        raise MalformedMessage(f"amount {value!r} is not a non-negative number of cents")
+        raise MalformedMessageError(f"amount {value!r} is not a non-negative number of cents")
     return int(cents)
 
 
 def _text(data: dict[str, Any], name: str) -> str:
     value = data.get(name)
     if not isinstance(value, str) or not value:
-        raise MalformedMessage(f"{name} must be a non-empty string")
+        raise MalformedMessageError(f"{name} must be a non-empty string")
     return value
 
 
@@ -94,7 +94,7 @@ def _timestamp(data: dict[str, Any], name: str) -> datetime:
     try:
         at = datetime.fromisoformat(_text(data, name))
     except ValueError:
-        raise MalformedMessage(f"{name} is not an ISO 8601 timestamp") from None
+        raise MalformedMessageError(f"{name} is not an ISO 8601 timestamp") from None
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
@@ -102,17 +102,17 @@ def _uuid(data: dict[str, Any], name: str) -> uuid.UUID:
     try:
         return uuid.UUID(_text(data, name))
     except ValueError:
-        raise MalformedMessage(f"{name} is not a UUID") from None
+        raise MalformedMessageError(f"{name} is not a UUID") from None
 
 
 def parse_wallet_event(body: bytes) -> WalletEventMessage:
     data = _load(body)
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise MalformedMessage("version must be a positive integer")
+        raise MalformedMessageError("version must be a positive integer")
     metadata = data.get("metadata") or {}
     if not isinstance(metadata, dict):
-        raise MalformedMessage("metadata must be an object")
+        raise MalformedMessageError("metadata must be an object")
     currency = data.get("currency")
     return WalletEventMessage(
         event_id=_uuid(data, "eventId"),

@@ -15,7 +15,7 @@ from wallet.persistence.db import discard, is_connection_failure, retrying
 from wallet.persistence.records import IdempotencyRecord, Refusals, StoredWallet, WalletBatch
 
 
-class FlushOutcomeUnknown(Exception):
+class FlushOutcomeUnknownError(Exception):
     """A flush lost its connection (or timed out) before the server answered: its transaction
     may still commit. ``backend_pid`` is the server process that ran it (see ``wait_for_backend``)."""
 
@@ -103,7 +103,7 @@ class EventStore:
         Flushes keep their connections (no pool acquire and release per flush; the release's
         reset round trip is gone anyway with ``PooledConnection``; DESIGN.md §8).
         A connection that fails is discarded (its state is unknown). A lost connection raises
-        ``FlushOutcomeUnknown`` with the server process that may still commit.
+        ``FlushOutcomeUnknownError`` with the server process that may still commit.
         """
         payload = encode_batches(batches)
         conn = await self._connection()
@@ -112,7 +112,7 @@ class EventStore:
             refused = await conn.fetchval("SELECT wallet_apply_batches($1::jsonb)", payload)
         except asyncpg.PostgresConnectionError as exc:  # lost (class 08): the server may still COMMIT
             discard(conn)
-            raise FlushOutcomeUnknown(pid) from exc
+            raise FlushOutcomeUnknownError(pid) from exc
         except (asyncpg.PostgresError, asyncio.CancelledError) as exc:
             # The server reported an error: the statement's transaction rolled back.
             if is_connection_failure(exc):  # "terminating connection": this one is done for
@@ -122,7 +122,7 @@ class EventStore:
             raise
         except Exception as exc:  # the connection failed, a timeout: the server may still COMMIT
             discard(conn)
-            raise FlushOutcomeUnknown(pid) from exc
+            raise FlushOutcomeUnknownError(pid) from exc
         self._held.append(conn)
         return decode_refusals(refused)
 

@@ -16,7 +16,7 @@ import weakref
 from typing import Any
 
 
-class CommandTimedOut(Exception):
+class CommandTimedOutError(Exception):
     """Set on a command's future when it was not answered within the timeout."""
 
 
@@ -26,7 +26,7 @@ class Deadlines:
         self._watched: collections.deque[tuple[float, weakref.ref[asyncio.Future[Any]]]] = collections.deque()
 
     def watch(self, future: asyncio.Future[Any]) -> None:
-        """If ``future`` is still pending after the timeout, fail it with ``CommandTimedOut``."""
+        """If ``future`` is still pending after the timeout, fail it with ``CommandTimedOutError``."""
         self._watched.append((time.monotonic() + self._timeout, weakref.ref(future)))
 
     def sweep(self) -> int:
@@ -36,7 +36,7 @@ class Deadlines:
         while watched and watched[0][0] <= now:
             future = watched.popleft()[1]()
             if future is not None and not future.done():
-                future.set_exception(CommandTimedOut())
+                future.set_exception(CommandTimedOutError())
                 expired += 1
         return expired
 

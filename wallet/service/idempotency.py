@@ -19,7 +19,7 @@ from typing import Any
 
 from wallet.actors.messages import IdempotencyKey, Rejected, Reply, key_in_flight, unavailable
 from wallet.domain.errors import IdempotencyKeyReuseError
-from wallet.service.deadlines import CommandTimedOut, Deadlines
+from wallet.service.deadlines import CommandTimedOutError, Deadlines
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class IdempotencyGate:
         self._deadlines.watch(waiter)
         try:
             return await waiter
-        except CommandTimedOut:
+        except CommandTimedOutError:
             future.remove_done_callback(relay)
             if duplicate:
                 return render(key_in_flight("a request with this X-Request-ID is still in flight"))

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pykka
 
-from wallet.actors.directory import DirectoryClosed, WalletDirectory
+from wallet.actors.directory import DirectoryClosedError, WalletDirectory
 from wallet.actors.messages import CommandEnvelope, FutureReply, IdempotencyKey, Outcome, Reply, unavailable
 from wallet.actors.writer import FlushWriter
 from wallet.config import Settings
@@ -22,7 +22,7 @@ from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.read_side import ReadSide
 from wallet.persistence.saga_store import SagaStore
-from wallet.service.deadlines import CommandTimedOut, Deadlines
+from wallet.service.deadlines import CommandTimedOutError, Deadlines
 from wallet.service.idempotency import IdempotencyGate
 from wallet.service.transfers import TransferService
 
@@ -119,7 +119,7 @@ class WalletService:
             self._deadlines.watch(future)
             try:
                 return await future
-            except CommandTimedOut:
+            except CommandTimedOutError:
                 return render(unavailable("timed out waiting for the wallet"))
         return await self.gate.run(key, render, lambda: self._send(wallet_id, command, render, key, audit))
 
@@ -135,7 +135,7 @@ class WalletService:
         envelope = CommandEnvelope(command, render, FutureReply(self.loop, future), key, audit=audit)
         try:
             self.directory.tell(wallet_id, envelope)
-        except DirectoryClosed:
+        except DirectoryClosedError:
             future.set_result(render(unavailable("service is shutting down")))
         return future
 
