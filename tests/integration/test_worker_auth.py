@@ -20,16 +20,15 @@ from wallet.config import Settings
 from wallet.persistence.api_key_store import ApiKeyStore
 
 
-@pytest.fixture
-async def worker_url(fraud_settings: Settings) -> AsyncIterator[str]:
+async def started_worker(settings: Settings, **changes: object) -> AsyncIterator[str]:
     port = free_port()
     s = replace(
-        fraud_settings,
+        settings,
         auth_enabled=True,
         fraud_worker_port=port,
         host="127.0.0.1",
-        auth_failure_rate_limit="1000/minute",
-        redis_key_prefix=f"{fraud_settings.redis_key_prefix}:{uuid.uuid4().hex[:8]}",
+        redis_key_prefix=f"{settings.redis_key_prefix}:{uuid.uuid4().hex[:8]}",
+        **changes,  # type: ignore[arg-type]
     )
     worker = build_worker(s, name="test-worker-auth")
     await worker.start()
@@ -37,6 +36,21 @@ async def worker_url(fraud_settings: Settings) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await worker.stop()
+
+
+@pytest.fixture
+async def worker_url(fraud_settings: Settings) -> AsyncIterator[str]:
+    async for url in started_worker(fraud_settings, auth_failure_rate_limit="1000/minute"):
+        yield url
+
+
+@pytest.fixture
+async def strict_worker_url(fraud_settings: Settings) -> AsyncIterator[str]:
+    """Three failed attempts a minute, and the API's setting that trusts X-Forwarded-For on."""
+    async for url in started_worker(
+        fraud_settings, auth_failure_rate_limit="3/minute", rate_limit_trust_forwarded=True
+    ):
+        yield url
 
 
 async def key(database_url: str, scopes: list[str]) -> str:
@@ -59,6 +73,8 @@ async def test_health_and_metrics_need_ops_read_and_liveness_is_open(worker_url,
 
         status, _, _ = await get("/health/live")
         assert status == 200
+        async with session.head(worker_url + "/metrics") as response:
+            assert response.status == 401
         for path in ("/health", "/metrics"):
             status, body, response = await get(path)
             assert status == 401 and '"UnauthorizedError"' in body
@@ -72,3 +88,16 @@ async def test_health_and_metrics_need_ops_read_and_liveness_is_open(worker_url,
         assert status == 200 and '"status": "ok"' in body.replace('":"', '": "')
         status, body, _ = await get("/metrics", ops)
         assert status == 200 and "wallet_fraud_" in body
+
+
+async def test_failed_attempts_are_limited_per_peer_whatever_x_forwarded_for_says(strict_worker_url) -> None:
+    """No proxy stands in front of the worker's port: a caller who writes a new X-Forwarded-For on
+    each attempt is still counted as one address."""
+    async with aiohttp.ClientSession() as session:
+        statuses = []
+        for n in range(5):
+            headers = {"Authorization": f"Bearer wk_{n:040d}", "X-Forwarded-For": f"10.0.0.{n}"}
+            async with session.get(strict_worker_url + "/metrics", headers=headers) as response:
+                statuses.append(response.status)
+        assert statuses[:3] == [401, 401, 401]
+        assert statuses[3:] == [429, 429]

@@ -113,6 +113,10 @@ def health_app(metrics: WorkerMetrics, lag: LagSource, threshold_seconds: float)
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:  # the port taken, say: stop what the app's start-up started
+        await runner.cleanup()
+        raise
     log.info("fraud worker: health and metrics on %s:%d", host, port)
     return runner

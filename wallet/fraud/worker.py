@@ -84,7 +84,7 @@ class FraudWorker:
         *,
         name: str = "fraud-worker",
         bus: InProcessBus | None = None,
-        guard: GuardApp | None = None,
+        guard: GuardApp,
     ) -> None:
         self.settings = settings
         self.name = name
@@ -126,8 +126,7 @@ class FraudWorker:
             self._tasks.append(loop.create_task(self._read_queue_depth_periodically()))
         if s.fraud_worker_port:
             app = health_app(self.metrics, self, s.fraud_lag_threshold_seconds)
-            if self._guard is not None:
-                self._guard(app, s, self.pool)
+            self._guard(app, s, self.pool)
             self._http = await serve(app, s.host, s.fraud_worker_port)
         self._started = True
         where = " (in-process bus)" if self.bus is not None else ""

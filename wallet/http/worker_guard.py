@@ -5,6 +5,9 @@ the detailed ``/health`` and ``/metrics`` for ``ops:read``, with the API's answe
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+
 import asyncpg
 from aiohttp import web
 
@@ -16,16 +19,24 @@ from wallet.http.errors import answer_errors
 from wallet.persistence.api_key_store import ApiKeyStore
 from wallet.persistence.balance_cache import create_redis
 
+log = logging.getLogger(__name__)
+
 
 def guard_worker_app(app: web.Application, settings: Settings, pool: asyncpg.Pool) -> None:
     """Put ``app`` (the worker's health and metrics) behind authentication, unless
     ``AUTH_ENABLED=false``. API keys are looked up in ``pool``'s database; failed attempts are
     counted in Redis (in this process's memory while Redis is away)."""
     if not settings.auth_enabled:
+        log.warning(
+            "AUTH_ENABLED=false: the worker's /health and /metrics are open to anyone who can reach the port"
+        )
         return
     authenticator = Authenticator.from_settings(settings, ApiKeyStore(pool))
     redis = create_redis(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
-    step = authentication(settings, authenticator, redis, then=answer_errors)
+    # No proxy stands in front of this port: X-Forwarded-For is whatever the caller wrote, so the
+    # failed attempts count against the peer's own address whatever the API's setting.
+    direct = replace(settings, rate_limit_trust_forwarded=False)
+    step = authentication(direct, authenticator, redis, then=answer_errors)
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
