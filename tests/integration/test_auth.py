@@ -281,3 +281,36 @@ async def test_failed_authentications_are_rate_limited_per_address(start_auth_ap
     assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
     honest = {**key.headers, "X-Forwarded-For": "198.51.100.1"}
     assert (await client.get("/v1/wallet/x", headers=honest)).status == 404
+
+
+async def test_a_refused_transfer_tells_nothing_of_a_destination_the_sender_may_not_see(auth_client, issue):
+    """A transfer may go to anyone's wallet, but its refusal (and the saga's failure reason, which
+    the sender reads back) names only the rule: not that the stranger's wallet is FROZEN or CLOSED,
+    nor the currency it holds."""
+    admin, tenant_a = await issue(["*"]), await issue(["*"], ["tenant-a:*"])
+    mine, frozen, euros = wid("tenant-a"), wid("tenant-b"), wid("tenant-b")
+    for wallet, body in (
+        (mine, {"amount": 100}),
+        (frozen, {"amount": 1}),
+        (euros, {"amount": 1, "currency": "EUR"}),
+    ):
+        assert (await call(auth_client, "POST", f"/v1/wallet/{wallet}/deposit", admin, body))[0] == 200
+    assert (await call(auth_client, "POST", f"/v1/wallet/{frozen}/freeze", admin, {}))[0] == 200
+    for destination, error, secret in (
+        (frozen, "WalletNotActiveError", "FROZEN"),
+        (euros, "CurrencyMismatchError", "EUR"),
+    ):
+        status, body = await call(
+            auth_client,
+            "POST",
+            f"/v1/wallet/{mine}/transfer",
+            tenant_a,
+            {"toWalletId": destination, "amount": 1},
+        )
+        assert (status, body["error"], body["state"]) == (422, error, "COMPENSATED"), body
+        status, saga = await call(auth_client, "GET", f"/v1/transfers/{body['sagaId']}", tenant_a)
+        assert status == 200 and saga["error"] == error
+        for text in (str(body), str(saga)):
+            assert secret not in text.upper(), text
+    status, body = await call(auth_client, "GET", f"/v1/wallet/{mine}", tenant_a)
+    assert body["balance"] == 100  # both refunded

@@ -180,12 +180,15 @@ def _credit(wallet_id: str, state: WalletState | None, command: CreditFromTransf
         created = Event(EventType.WALLET_CREATED, wallet_id, command.at, None, {"currency": command.currency})
         events.append(created)
         state = WalletState(wallet_id=wallet_id, currency=command.currency)
+    # The sender may have no right to see the destination: its refusals name the rule that
+    # refused, never the destination's status, currency or balance (they become the saga's
+    # failure reason, which the sender reads).
     if state.status is not WalletStatus.ACTIVE:
-        return WalletNotActiveError(f"destination wallet is {state.status}")
+        return WalletNotActiveError("the destination wallet cannot receive transfers")
     if state.currency != command.currency:
-        return CurrencyMismatchError(f"destination holds {state.currency}, transfer is in {command.currency}")
-    if error := _credit_limit_error(state, command.amount):
-        return error
+        return CurrencyMismatchError(f"the destination wallet does not hold {command.currency}")
+    if state.balance + command.amount > MAX_BALANCE_CENTS:
+        return BalanceLimitExceededError("the destination wallet cannot hold this amount")
     meta = {"sagaId": command.saga_id, "fromWalletId": command.from_wallet_id}
     events.append(Event(EventType.TRANSFER_CREDITED, wallet_id, command.at, command.amount, meta))
     return events
