@@ -253,7 +253,12 @@ def build_worker(
 ) -> FraudWorker:
     """The fraud worker, not started: its start waits for the broker (``wallet worker`` races
     that against a stop signal). Given ``bus``, it consumes that in-process bus instead."""
-    return FraudWorker(settings, name=name, bus=bus, guard=guard_worker_app)
+    return FraudWorker(settings, name=name, bus=bus, guard=_guard_worker)
+
+
+def _guard_worker(app: web.Application, settings: Settings, pool: asyncpg.Pool) -> None:
+    """The worker's health and metrics behind the API's authentication, keys from its pool."""
+    guard_worker_app(app, settings, build_authenticator(settings, pool))
 
 
 def _crash_after_commit(

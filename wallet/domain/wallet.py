@@ -149,12 +149,8 @@ def _exists(state: WalletState | None, wallet_id: str) -> WalletState | DomainEr
     return state
 
 
-def _credit_limit_error(state: WalletState, amount: int) -> DomainError | None:
-    if state.balance + amount > MAX_BALANCE_CENTS:
-        return BalanceLimitExceededError(
-            f"balance would exceed {to_decimal(MAX_BALANCE_CENTS)} {state.currency}"
-        )
-    return None
+def _exceeds_limit(state: WalletState, amount: int) -> bool:
+    return state.balance + amount > MAX_BALANCE_CENTS
 
 
 def _deposit(wallet_id: str, state: WalletState | None, command: Deposit) -> Decision:
@@ -168,8 +164,10 @@ def _deposit(wallet_id: str, state: WalletState | None, command: Deposit) -> Dec
         return CurrencyMismatchError(f"wallet holds {state.currency}, deposit is in {command.currency}")
     if state.status is not WalletStatus.ACTIVE:
         return WalletNotActiveError(f"wallet is {state.status}")
-    if error := _credit_limit_error(state, command.amount):
-        return error
+    if _exceeds_limit(state, command.amount):
+        return BalanceLimitExceededError(
+            f"balance would exceed {to_decimal(MAX_BALANCE_CENTS)} {state.currency}"
+        )
     events.append(Event(EventType.FUNDS_DEPOSITED, wallet_id, command.at, command.amount))
     return events
 
@@ -187,7 +185,7 @@ def _credit(wallet_id: str, state: WalletState | None, command: CreditFromTransf
         return WalletNotActiveError("the destination wallet cannot receive transfers")
     if state.currency != command.currency:
         return CurrencyMismatchError(f"the destination wallet does not hold {command.currency}")
-    if state.balance + command.amount > MAX_BALANCE_CENTS:
+    if _exceeds_limit(state, command.amount):
         return BalanceLimitExceededError("the destination wallet cannot hold this amount")
     meta = {"sagaId": command.saga_id, "fromWalletId": command.from_wallet_id}
     events.append(Event(EventType.TRANSFER_CREDITED, wallet_id, command.at, command.amount, meta))

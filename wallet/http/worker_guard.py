@@ -5,10 +5,8 @@ the detailed ``/health`` and ``/metrics`` for ``ops:read``, with the API's answe
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 
-import asyncpg
 from aiohttp import web
 
 from wallet.auth.authenticator import Authenticator
@@ -16,22 +14,15 @@ from wallet.config import Settings
 from wallet.http.auth import authentication
 from wallet.http.chain import Handler
 from wallet.http.errors import answer_errors
-from wallet.persistence.api_key_store import ApiKeyStore
 from wallet.persistence.balance_cache import create_redis
 
-log = logging.getLogger(__name__)
 
-
-def guard_worker_app(app: web.Application, settings: Settings, pool: asyncpg.Pool) -> None:
-    """Put ``app`` (the worker's health and metrics) behind authentication, unless
-    ``AUTH_ENABLED=false``. API keys are looked up in ``pool``'s database; failed attempts are
+def guard_worker_app(app: web.Application, settings: Settings, authenticator: Authenticator | None) -> None:
+    """Put ``app`` (the worker's health and metrics) behind ``authenticator`` (None: left open,
+    ``AUTH_ENABLED=false``, which the builder of the authenticator logs). Failed attempts are
     counted in Redis (in this process's memory while Redis is away)."""
-    if not settings.auth_enabled:
-        log.warning(
-            "AUTH_ENABLED=false: the worker's /health and /metrics are open to anyone who can reach the port"
-        )
+    if authenticator is None:
         return
-    authenticator = Authenticator.from_settings(settings, ApiKeyStore(pool))
     redis = create_redis(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
     # No proxy stands in front of this port: X-Forwarded-For is whatever the caller wrote, so the
     # failed attempts count against the peer's own address whatever the API's setting.
