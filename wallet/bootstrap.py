@@ -44,7 +44,7 @@ from wallet.persistence.db import create_pool
 from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.migrations import migrate
-from wallet.persistence.outbox_store import OutboxStore
+from wallet.persistence.outbox_store import LEADER_SERVER_SETTINGS, OutboxStore
 from wallet.persistence.read_side import open_read_side
 from wallet.persistence.records import WalletBatch
 from wallet.persistence.saga_store import SagaStore
@@ -162,7 +162,7 @@ def _outbox_relay(
             settings.database_url,
             timeout=settings.outbox_publish_timeout_seconds,
             command_timeout=30,
-            server_settings={"application_name": f"{name}-outbox-leader"},
+            server_settings={"application_name": f"{name}-outbox-leader", **LEADER_SERVER_SETTINGS},
         )
         return conn
 

@@ -4,6 +4,8 @@ after ``close``."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -71,3 +73,25 @@ async def test_an_error_the_server_answered_keeps_the_lead(stores) -> None:
             await leader.fetch(-1)  # the server refuses a negative LIMIT
     assert not await leads(b)
     assert await leads(a)
+
+
+async def test_a_row_written_before_the_event_type_column_is_published_with_its_type(stores, pool) -> None:
+    """Between migration 0006 and the new flush function (two transactions of one ``migrate``),
+    the function of before writes rows without ``event_type``: their type comes from the body."""
+    event_id = str(uuid.uuid4())
+    body = {"eventId": event_id, "eventType": "FUNDS_DEPOSITED", "walletId": "w-old-function"}
+    async with pool.acquire() as conn:
+        row_id = await conn.fetchval(
+            "INSERT INTO outbox (event_id, wallet_id, routing_key, payload)"
+            " VALUES ($1::uuid, 'w-old-function', 'wallet.funds_deposited', $2::jsonb) RETURNING id",
+            event_id,
+            json.dumps(body),
+        )
+    try:
+        async with stores[0].leader_round() as leader:
+            assert leader is not None
+            rows = [r for r in await leader.fetch(100_000) if r["id"] == row_id]
+        assert [(r["event_type"], json.loads(r["body"])) for r in rows] == [("FUNDS_DEPOSITED", body)]
+    finally:
+        async with pool.acquire() as conn:
+            await conn.execute("DELETE FROM outbox WHERE id = $1", row_id)

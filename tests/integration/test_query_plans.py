@@ -26,7 +26,7 @@ from tests.integration.test_flush_guard import batch_on
 from wallet.domain.saga import SagaState, SagaTransition
 from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
-from wallet.persistence.outbox_store import Connect, OutboxStore
+from wallet.persistence.outbox_store import LEADER_SERVER_SETTINGS, Connect, OutboxStore
 from wallet.persistence.records import IdempotencyRecord
 from wallet.persistence.saga_store import SagaRecord, SagaStore
 
@@ -59,7 +59,7 @@ async def explained(run_id: str) -> AsyncIterator[tuple[asyncpg.Pool, list[str],
         conn.add_log_listener(on_notice)
 
     async def connect() -> asyncpg.Connection:
-        conn = await asyncpg.connect(_database_url(name))
+        conn = await asyncpg.connect(_database_url(name), server_settings=LEADER_SERVER_SETTINGS)
         await explaining(conn)
         return conn
 

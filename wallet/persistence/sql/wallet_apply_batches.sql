@@ -41,11 +41,12 @@ DROP FUNCTION IF EXISTS wallet_apply_batches(jsonb);
 
 -- The message body of an event, as the relay publishes it (docs/EVENTS.md). A single-SELECT SQL
 -- function: the planner inlines it into the statements that call it.
-CREATE OR REPLACE FUNCTION wallet_outbox_payload(
+DROP FUNCTION IF EXISTS wallet_outbox_payload(uuid, text, text, bigint, text, bigint, jsonb, timestamptz);
+CREATE FUNCTION wallet_outbox_payload(
     event_id uuid, event_type text, wallet_id text, amount bigint, currency text, version bigint,
     metadata jsonb, occurred_at timestamptz
-) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+) RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
         'eventId', event_id,
         'eventType', event_type,
         'walletId', wallet_id,
@@ -131,8 +132,8 @@ BEGIN
                          AS e(id uuid, v bigint, t text, a bigint, bal bigint, m jsonb, "at" timestamptz)
                     RETURNING *
                 )
-                INSERT INTO outbox (event_id, wallet_id, routing_key, payload)
-                SELECT ev.id, ev.wallet_id, 'wallet.' || lower(ev.event_type),
+                INSERT INTO outbox (event_id, wallet_id, routing_key, event_type, payload)
+                SELECT ev.id, ev.wallet_id, 'wallet.' || lower(ev.event_type), ev.event_type,
                        wallet_outbox_payload(ev.id, ev.event_type, ev.wallet_id, ev.amount,
                                              s->>'currency', ev.version, ev.metadata, ev.created_at)
                 FROM ev ORDER BY ev.version;
@@ -266,8 +267,8 @@ BEGIN
            AS e(id uuid, v bigint, t text, a bigint, bal bigint, m jsonb, "at" timestamptz)
      WHERE jsonb_typeof(b.s) = 'object';
     -- The same rows as the one-by-one path's, built from the batch rather than joined back.
-    INSERT INTO outbox (event_id, wallet_id, routing_key, payload)
-    SELECT e.id, b.w, 'wallet.' || lower(e.t),
+    INSERT INTO outbox (event_id, wallet_id, routing_key, event_type, payload)
+    SELECT e.id, b.w, 'wallet.' || lower(e.t), e.t,
            wallet_outbox_payload(e.id, e.t, b.w, e.a, b.s->>'currency', e.v, e.m, e."at")
       FROM jsonb_to_recordset(batches) AS b(w text, s jsonb, e jsonb),
            jsonb_to_recordset(b.e) AS e(id uuid, v bigint, t text, a bigint, m jsonb, "at" timestamptz)
