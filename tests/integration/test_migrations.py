@@ -5,6 +5,7 @@ Each test migrates databases of its own (created and dropped here), never the ru
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -14,6 +15,7 @@ import pytest
 from tests.conftest import ADMIN_URL, _database_url
 from wallet.persistence import migrations
 from wallet.persistence.migrations import migrate, migration_files, repeatable_files
+from wallet.persistence.outbox_store import LEADER_SERVER_SETTINGS, OutboxStore
 
 FUNCTION_DEF = "SELECT pg_get_functiondef('wallet_apply_batches'::regproc)"
 PROC_ROW = "SELECT xmin::text FROM pg_proc WHERE proname = 'wallet_apply_batches'"
@@ -124,3 +126,44 @@ async def test_a_database_migrated_before_the_repeatable_file_takes_it_once(
         await conn.close()
     assert await migrate(dsn) == ["wallet_apply_batches"]
     assert await migrate(dsn) == []
+
+
+async def test_the_outbox_rewrite_keeps_waiting_rows_publishable(
+    new_database: NewDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An existing deployment with unpublished rows (jsonb bodies, no event type) migrated by
+    0006: each row keeps its body, and the relay's fetch gives it its type from that body."""
+    dsn = await new_database()
+    before = [(name, sql) for name, sql in migration_files() if name < "0006"]
+    monkeypatch.setattr(migrations, "migration_files", lambda: before)
+    monkeypatch.setattr(migrations, "repeatable_files", lambda: [])
+    await migrate(dsn)  # the deployment as it was (0004's copy of the flush function)
+    monkeypatch.undo()
+    conn = await asyncpg.connect(dsn)
+    try:
+        body = {"eventId": str(uuid.uuid4()), "eventType": "FUNDS_WITHDRAWN", "amount": 12.5, "version": 3}
+        await conn.execute(
+            "INSERT INTO outbox (event_id, wallet_id, routing_key, payload)"
+            " VALUES ($1::uuid, 'w-upgrade', 'wallet.funds_withdrawn', $2::jsonb)",
+            body["eventId"],
+            json.dumps(body),
+        )
+    finally:
+        await conn.close()
+    assert "0006_outbox_lean" in await migrate(dsn)
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(dsn, server_settings=LEADER_SERVER_SETTINGS)
+
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    store = OutboxStore(pool, connect)
+    try:
+        async with store.leader_round() as leader:
+            assert leader is not None
+            rows = await leader.fetch(10)
+    finally:
+        await store.close()
+        await pool.close()
+    assert [(r["event_type"], r["routing_key"], json.loads(r["body"])) for r in rows] == [
+        ("FUNDS_WITHDRAWN", "wallet.funds_withdrawn", body)
+    ]
