@@ -6,14 +6,18 @@ Each test migrates databases of its own (created and dropped here), never the ru
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests.conftest import ADMIN_URL, _database_url
+from tests.integration.test_flush_guard import batch_on
 from wallet.persistence import migrations
+from wallet.persistence.event_store import EventStore
 from wallet.persistence.migrations import migrate, migration_files, repeatable_files
 from wallet.persistence.outbox_store import LEADER_SERVER_SETTINGS, OutboxStore
 
@@ -128,29 +132,8 @@ async def test_a_database_migrated_before_the_repeatable_file_takes_it_once(
     assert await migrate(dsn) == []
 
 
-async def test_the_outbox_rewrite_keeps_waiting_rows_publishable(
-    new_database: NewDatabase, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An existing deployment with unpublished rows (jsonb bodies, no event type) migrated by
-    0006: each row keeps its body, and the relay's fetch gives it its type from that body."""
-    dsn = await new_database()
-    before = [(name, sql) for name, sql in migration_files() if name < "0006"]
-    monkeypatch.setattr(migrations, "migration_files", lambda: before)
-    monkeypatch.setattr(migrations, "repeatable_files", lambda: [])
-    await migrate(dsn)  # the deployment as it was (0004's copy of the flush function)
-    monkeypatch.undo()
-    conn = await asyncpg.connect(dsn)
-    try:
-        body = {"eventId": str(uuid.uuid4()), "eventType": "FUNDS_WITHDRAWN", "amount": 12.5, "version": 3}
-        await conn.execute(
-            "INSERT INTO outbox (event_id, wallet_id, routing_key, payload)"
-            " VALUES ($1::uuid, 'w-upgrade', 'wallet.funds_withdrawn', $2::jsonb)",
-            body["eventId"],
-            json.dumps(body),
-        )
-    finally:
-        await conn.close()
-    assert "0006_outbox_lean" in await migrate(dsn)
+async def fetch_outbox(dsn: str) -> list[asyncpg.Record]:
+    """The unpublished rows as the relay leader fetches them."""
 
     async def connect() -> asyncpg.Connection:
         return await asyncpg.connect(dsn, server_settings=LEADER_SERVER_SETTINGS)
@@ -160,10 +143,96 @@ async def test_the_outbox_rewrite_keeps_waiting_rows_publishable(
     try:
         async with store.leader_round() as leader:
             assert leader is not None
-            rows = await leader.fetch(10)
+            return await leader.fetch(100)
     finally:
         await store.close()
         await pool.close()
+
+
+async def test_migration_0006_keeps_the_outbox_in_place_and_its_waiting_rows_publishable(
+    new_database: NewDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An existing deployment with unpublished rows (jsonb bodies, no event type) migrated by
+    0006: the table is not rewritten (same file on disk, so no lock held for a copy of it), and
+    the relay's fetch gives each row its body and its type from that body."""
+    dsn = await new_database()
+    before = [(name, sql) for name, sql in migration_files() if name < "0006"]
+    monkeypatch.setattr(migrations, "migration_files", lambda: before)
+    monkeypatch.setattr(migrations, "repeatable_files", lambda: [])
+    await migrate(dsn)  # the deployment as it was (0004's copy of the flush function)
+    monkeypatch.undo()
+    body = {"eventId": str(uuid.uuid4()), "eventType": "FUNDS_WITHDRAWN", "amount": 12.5, "version": 3}
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO outbox (event_id, wallet_id, routing_key, payload)"
+            " VALUES ($1::uuid, 'w-upgrade', 'wallet.funds_withdrawn', $2::jsonb)",
+            body["eventId"],
+            json.dumps(body),
+        )
+        file_before = await conn.fetchval("SELECT pg_relation_filenode('outbox')")
+        assert "0006_outbox_body" in await migrate(dsn)
+        assert await conn.fetchval("SELECT pg_relation_filenode('outbox')") == file_before
+    finally:
+        await conn.close()
+    rows = await fetch_outbox(dsn)
     assert [(r["event_type"], r["routing_key"], json.loads(r["body"])) for r in rows] == [
         ("FUNDS_WITHDRAWN", "wallet.funds_withdrawn", body)
     ]
+
+
+# The last commit before migration 0006: the flush function file of the version before this one.
+PREVIOUS_VERSION = "aae2c0909fc74b535b07a550e3866ec1edd58c85"
+
+
+def previous_flush_file() -> str:
+    try:
+        shown = subprocess.run(
+            ["git", "show", f"{PREVIOUS_VERSION}:wallet/persistence/sql/wallet_apply_batches.sql"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:  # a checkout without its history
+        pytest.skip(f"the previous version's flush file is not in this checkout: {exc}")
+    return shown.stdout
+
+
+async def test_the_previous_version_migrating_after_this_one_still_flushes_and_publishes(
+    new_database: NewDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling deploy or a rollback: an instance of the previous version starts after this one
+    migrated, and its ``migrate`` applies its own flush file (with the jsonb body builder). It must
+    apply, its flushes must commit rows the relay publishes, and this version migrating again
+    after it must take over as cleanly."""
+    dsn = await new_database()
+    await migrate(dsn)
+    previous = previous_flush_file()
+    monkeypatch.setattr(migrations, "repeatable_files", lambda: [("wallet_apply_batches", previous)])
+    assert await migrate(dsn) == ["wallet_apply_batches"]
+    monkeypatch.undo()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    store = EventStore(pool)
+    try:
+        first = batch_on("w-rollback", None, None, 100)  # through the previous function
+        assert await store.apply([first]) == {}
+        assert await migrate(dsn) == ["wallet_apply_batches"]
+        second = batch_on("w-rollback", first.state, first.last_event_id, 5)  # through this one
+        assert await store.apply([second]) == {}
+        columns = await pool.fetch(
+            "SELECT body IS NULL AS old, event_type IS NULL AS untyped FROM outbox ORDER BY id"
+        )
+    finally:
+        await store.release_held()
+        await pool.close()
+    assert [(c["old"], c["untyped"]) for c in columns] == [(True, True), (True, True), (False, False)]
+    rows = await fetch_outbox(dsn)
+    bodies = [json.loads(r["body"]) for r in rows]
+    assert [r["event_type"] for r in rows] == [b["eventType"] for b in bodies]
+    assert [(b["walletId"], b["version"]) for b in bodies] == [
+        ("w-rollback", 1),
+        ("w-rollback", 2),
+        ("w-rollback", 3),
+    ]
+    assert [str(r["event_id"]) for r in rows] == [b["eventId"] for b in bodies]

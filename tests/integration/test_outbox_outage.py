@@ -77,7 +77,7 @@ async def test_writes_go_on_while_the_broker_is_away_and_the_backlog_drains(
         # but before marking them would. Duplicates arrive; the worker ignores them.
         replayed = await db.fetchval(
             "WITH r AS (UPDATE outbox SET published_at = NULL WHERE wallet_id = $1"
-            " AND payload->>'eventType' = 'FUNDS_WITHDRAWN' RETURNING 1) SELECT count(*) FROM r",
+            " AND event_type = 'FUNDS_WITHDRAWN' RETURNING 1) SELECT count(*) FROM r",
             rapid,
         )
         assert replayed == 4

@@ -48,11 +48,12 @@ def test_a_wallet_event_parses_with_exact_cents():
 
 
 def test_the_payload_the_database_writes_parses():
-    # jsonb text as the outbox relay sends it: numeric(20, 2) amount, spaces after separators.
+    # json_build_object's text as the outbox relay sends it (wallet_outbox_body): a numeric(20, 2)
+    # amount, " : " between key and value, the metadata as jsonb prints it.
     raw = (
-        b'{"amount": 0.10, "eventId": "' + EVENT_ID.encode() + b'", "version": 2, "metadata": {},'
-        b' "currency": "USD", "walletId": "w", "eventType": "FUNDS_WITHDRAWN",'
-        b' "occurredAt": "2024-05-01T12:00:00.000001Z"}'
+        b'{"eventId" : "' + EVENT_ID.encode() + b'", "eventType" : "FUNDS_WITHDRAWN", "walletId" : "w",'
+        b' "amount" : 0.10, "currency" : "USD", "version" : 2, "metadata" : {"actor": {"type": "system"}},'
+        b' "occurredAt" : "2024-05-01T12:00:00.000001Z"}'
     )
     assert parse_wallet_event(raw).amount == 10
 

@@ -20,14 +20,14 @@ from wallet.persistence.db import discard, is_connection_failure
 
 NOTIFY_CHANNEL = "wallet_outbox"
 # The leader's connection runs two statements for its whole life, each a few rows by key; a plan
-# cached while the table was small (a fresh or rewritten table) would otherwise stay a sequential
+# cached while the table was small (a fresh one) would otherwise stay a sequential
 # scan of a table that grows with the backlog (DESIGN.md §8, tests/integration/test_query_plans.py).
 LEADER_SERVER_SETTINGS = {"enable_seqscan": "off"}
 LEADER_LOCK_KEY = 0x77A11E8  # arbitrary, fixed: "wallet outbox relay leader"
 PURGE_BATCH = 5000
 
 _FETCH = """
-SELECT id, event_id, wallet_id, routing_key, payload::text AS body,
+SELECT id, event_id, wallet_id, routing_key, coalesce(body::text, payload::text) AS body,
        coalesce(event_type, payload->>'eventType') AS event_type,
        extract(epoch FROM clock_timestamp() - created_at)::float8 AS age
   FROM outbox

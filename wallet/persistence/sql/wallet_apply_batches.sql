@@ -39,10 +39,14 @@
 
 DROP FUNCTION IF EXISTS wallet_apply_batches(jsonb);
 
--- The message body of an event, as the relay publishes it (docs/EVENTS.md). A single-SELECT SQL
--- function: the planner inlines it into the statements that call it.
+-- The message body of an event, as the relay publishes it (docs/EVENTS.md): json, the text as built.
+-- A single-SELECT SQL function: the planner inlines it into the statements that call it.
+--
+-- The jsonb builder of before (``wallet_outbox_payload``) is dropped rather than changed: a previous
+-- version re-applying its own file (an old instance restarting, a rollback) then creates it afresh,
+-- where ``CREATE OR REPLACE`` could not change a return type.
 DROP FUNCTION IF EXISTS wallet_outbox_payload(uuid, text, text, bigint, text, bigint, jsonb, timestamptz);
-CREATE FUNCTION wallet_outbox_payload(
+CREATE OR REPLACE FUNCTION wallet_outbox_body(
     event_id uuid, event_type text, wallet_id text, amount bigint, currency text, version bigint,
     metadata jsonb, occurred_at timestamptz
 ) RETURNS json LANGUAGE sql STABLE AS $$
@@ -132,10 +136,10 @@ BEGIN
                          AS e(id uuid, v bigint, t text, a bigint, bal bigint, m jsonb, "at" timestamptz)
                     RETURNING *
                 )
-                INSERT INTO outbox (event_id, wallet_id, routing_key, event_type, payload)
+                INSERT INTO outbox (event_id, wallet_id, routing_key, event_type, body)
                 SELECT ev.id, ev.wallet_id, 'wallet.' || lower(ev.event_type), ev.event_type,
-                       wallet_outbox_payload(ev.id, ev.event_type, ev.wallet_id, ev.amount,
-                                             s->>'currency', ev.version, ev.metadata, ev.created_at)
+                       wallet_outbox_body(ev.id, ev.event_type, ev.wallet_id, ev.amount,
+                                          s->>'currency', ev.version, ev.metadata, ev.created_at)
                 FROM ev ORDER BY ev.version;
                 wrote := true;
             END IF;
@@ -267,9 +271,9 @@ BEGIN
            AS e(id uuid, v bigint, t text, a bigint, bal bigint, m jsonb, "at" timestamptz)
      WHERE jsonb_typeof(b.s) = 'object';
     -- The same rows as the one-by-one path's, built from the batch rather than joined back.
-    INSERT INTO outbox (event_id, wallet_id, routing_key, event_type, payload)
+    INSERT INTO outbox (event_id, wallet_id, routing_key, event_type, body)
     SELECT e.id, b.w, 'wallet.' || lower(e.t), e.t,
-           wallet_outbox_payload(e.id, e.t, b.w, e.a, b.s->>'currency', e.v, e.m, e."at")
+           wallet_outbox_body(e.id, e.t, b.w, e.a, b.s->>'currency', e.v, e.m, e."at")
       FROM jsonb_to_recordset(batches) AS b(w text, s jsonb, e jsonb),
            jsonb_to_recordset(b.e) AS e(id uuid, v bigint, t text, a bigint, m jsonb, "at" timestamptz)
      WHERE jsonb_typeof(b.s) = 'object'
