@@ -17,7 +17,7 @@ import pytest
 
 from tests.integration.test_flush_guard import batch_on
 from wallet.domain.commands import Freeze
-from wallet.domain.saga import SagaState, SagaTransition
+from wallet.domain.saga import NewSaga, SagaState, SagaTransition
 from wallet.domain.wallet import decide, evolve
 from wallet.ids import new_uuid
 from wallet.persistence.event_store import EventStore, encode_batches
@@ -34,7 +34,8 @@ SNAPSHOT = {
     " WHERE wallet_id LIKE $1 || '%' ORDER BY id",
     "idempotency_keys": "SELECT key, fingerprint, status_code, response FROM idempotency_keys"
     " WHERE key LIKE $1 || '%' ORDER BY key",
-    "transfer_sagas": "SELECT id, state, currency, failure_error, failure_reason FROM transfer_sagas"
+    "transfer_sagas": "SELECT id, state, currency, failure_error, failure_reason, request_key,"
+    " request_fingerprint, amount FROM transfer_sagas"
     " WHERE from_wallet_id LIKE $1 || '%' ORDER BY id",
 }
 
@@ -72,11 +73,29 @@ class Scene:
     def key(self, name: str, status: int = 200) -> IdempotencyRecord:
         return IdempotencyRecord(f"{self.prefix}{name}", f"fp-{name}", status, {"name": name})
 
-    async def pending_saga(self, source: str, destination: str) -> SagaTransition:
-        saga = SagaRecord(str(uuid.uuid4()), source, destination, 5, None, SagaState.PENDING)
+    async def pending_saga(self, source: str, destination: str, key: str | None = None) -> SagaTransition:
+        saga = SagaRecord(str(uuid.uuid4()), source, destination, 5, None, SagaState.PENDING, request_key=key)
         stored = (await SagaStore(self.pool).create_many([saga]))[0]
         assert isinstance(stored, SagaRecord)
         return SagaTransition(saga.id, SagaState.PENDING, SagaState.DEBITED, currency="USD")
+
+    def new_saga(
+        self, source: str, destination: str, key: str | None = None, fails: bool = False
+    ) -> SagaTransition:
+        """A new saga's debit: its row written by the flush, DEBITED (or FAILED)."""
+        created = NewSaga(source, destination, 5, key, "fp-saga" if key else None)
+        if fails:
+            return SagaTransition(
+                str(uuid.uuid4()),
+                SagaState.PENDING,
+                SagaState.FAILED,
+                error="E",
+                reason="no",
+                created=created,
+            )
+        return SagaTransition(
+            str(uuid.uuid4()), SagaState.PENDING, SagaState.DEBITED, currency="USD", created=created
+        )
 
     async def both_ways(self, batches: list[WalletBatch]) -> tuple[Any, Any]:
         """(answer, rows) of the dispatcher and of the one-by-one function, from the same state."""
@@ -151,6 +170,32 @@ async def test_a_clean_flush_applies_together_as_one_by_one_would(scene: Scene) 
     assert len(rows["outbox"]) == 6 + 4  # two events per stored wallet, then the four new ones
 
 
+async def test_new_sagas_are_written_by_their_debits_together_as_one_by_one_would(scene: Scene) -> None:
+    """A debit that starts a saga writes its row, keyed or not, DEBITED or FAILED (a FAILED one
+    records its own key's reply in the same batch: its key check must not find that record)."""
+    a, b, c = await scene.stored_wallets(3)
+    debited = scene.new_saga(a.wallet_id, b.wallet_id, f"{scene.prefix}k-debit")
+    failed = scene.new_saga(b.wallet_id, c.wallet_id, f"{scene.prefix}k-failed", fails=True)
+    keyless = scene.new_saga(c.wallet_id, a.wallet_id)
+    own_reply = IdempotencyRecord(f"{scene.prefix}k-failed", "fp-saga", 422, {"error": "E"})
+    batches = [
+        scene.next_on(a, saga_transitions=(debited,)),
+        replace(scene.next_on(b), state=None, events=(), keys=(own_reply,), saga_transitions=(failed,)),
+        scene.next_on(c, saga_transitions=(keyless,)),
+    ]
+    assert await scene.together_raises(batches) is None
+    together, one_by_one = await scene.both_ways(batches)
+    assert together == one_by_one
+    answer, rows = together
+    assert answer == "[]"
+    sagas = {str(r["id"]): r for r in rows["transfer_sagas"]}
+    assert (sagas[debited.saga_id]["state"], sagas[debited.saga_id]["currency"]) == ("DEBITED", "USD")
+    assert sagas[debited.saga_id]["request_key"] == f"{scene.prefix}k-debit"
+    assert (sagas[failed.saga_id]["state"], sagas[failed.saga_id]["failure_error"]) == ("FAILED", "E")
+    assert (sagas[keyless.saga_id]["state"], sagas[keyless.saga_id]["request_key"]) == ("DEBITED", None)
+    assert [k["key"] for k in rows["idempotency_keys"]] == [f"{scene.prefix}k-failed"]
+
+
 @pytest.mark.parametrize(
     "refusal",
     [
@@ -161,6 +206,9 @@ async def test_a_clean_flush_applies_together_as_one_by_one_would(scene: Scene) 
         "saga twice",
         "wallet twice",
         "new wallet exists",
+        "new saga's key held by a saga",
+        "new saga's key recorded by a request",
+        "new saga exists",
     ],
 )
 async def test_a_refusal_rolls_the_flush_back_and_applies_it_one_by_one(scene: Scene, refusal: str) -> None:
@@ -185,6 +233,23 @@ async def test_a_refusal_rolls_the_flush_back_and_applies_it_one_by_one(scene: S
         batches[0] = replace(batches[0], saga_transitions=(debit,))
         batches[1] = replace(batches[1], saga_transitions=(debit,))
         expected_state = "WV002"
+    elif refusal == "new saga's key held by a saga":
+        held = await scene.pending_saga(a.wallet_id, b.wallet_id, key=f"{scene.prefix}held")
+        new = scene.new_saga(b.wallet_id, c.wallet_id, f"{scene.prefix}held")
+        batches[1] = replace(batches[1], saga_transitions=(new,))
+        assert held.saga_id != new.saga_id
+        expected_state = "23505"
+    elif refusal == "new saga's key recorded by a request":
+        await scene.events.apply([scene.next_on(c, 1, keys=(scene.key("recorded"),))])
+        new = scene.new_saga(b.wallet_id, c.wallet_id, f"{scene.prefix}recorded")
+        batches[1] = replace(batches[1], saga_transitions=(new,))
+        batches[2] = replace(batches[2], expected_version=1)  # c moved on: its batch conflicts too
+        expected_state = "WV002"
+    elif refusal == "new saga exists":
+        existing = await scene.pending_saga(a.wallet_id, b.wallet_id)
+        new = replace(scene.new_saga(b.wallet_id, c.wallet_id), saga_id=existing.saga_id)
+        batches[1] = replace(batches[1], saga_transitions=(new,))
+        expected_state = "23505"
     elif refusal == "wallet twice":
         batches.insert(2, scene.next_on(batches[1]))
     elif refusal == "new wallet exists":

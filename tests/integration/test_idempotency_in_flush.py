@@ -122,3 +122,37 @@ async def test_a_deposit_key_used_again_for_a_transfer_is_refused(client, db, wa
     assert (status, error["error"]) == (422, "IdempotencyKeyReuseError")
     assert await balance_cents(db, wallet_id) == 5000
     assert await db.fetchval("SELECT count(*) FROM transfer_sagas WHERE request_key = $1", k) == 0
+
+
+async def test_one_keyed_transfer_sent_to_two_instances_at_once_moves_money_once(
+    aiohttp_client, settings, db, wallet_id
+):
+    """A new saga's row is written by its debit, holding the key: each instance's debit races for
+    it, the loser's flush is refused, and it follows the winner's saga (the same answer, once)."""
+    a = await start_api(settings, name="saga-keys-a", run_migrations=False)
+    b = await start_api(settings, name="saga-keys-b", run_migrations=False)
+    try:
+        clients = [await aiohttp_client(WalletTestServer(api.app)) for api in (a, b)]
+        assert (await post(clients[0], f"/v1/wallet/{wallet_id}/deposit", {"amount": 100}))[0] == 200
+        destination = f"{wallet_id}-to"
+        keys = [key() for _ in range(20)]
+
+        async def transfer(client: Any, k: str) -> tuple[int, Any]:
+            body = {"toWalletId": destination, "amount": 1}
+            return await post(client, f"/v1/wallet/{wallet_id}/transfer", body, **{"X-Request-ID": k})
+
+        results = await asyncio.gather(*(transfer(c, k) for k in keys for c in clients for _ in range(2)))
+        assert Counter(status for status, _ in results) == {200: 80}, results
+        by_key: dict[str, set[str]] = {}
+        for (_, body), k in zip(results, (k for k in keys for _ in range(4)), strict=True):
+            by_key.setdefault(k, set()).add(body["sagaId"])
+        assert all(len(ids) == 1 for ids in by_key.values()), by_key  # one saga per key
+        sagas = await db.fetch(
+            "SELECT request_key, state FROM transfer_sagas WHERE from_wallet_id = $1", wallet_id
+        )
+        assert sorted(r["request_key"] for r in sagas) == sorted(keys)
+        assert {r["state"] for r in sagas} == {"COMPLETED"}
+        assert (await balance_cents(db, wallet_id), await balance_cents(db, destination)) == (8000, 2000)
+    finally:
+        await a.stop()
+        await b.stop()

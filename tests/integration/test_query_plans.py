@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import _create_database, _database_url, _drop_database
 from tests.integration.test_flush_guard import batch_on
-from wallet.domain.saga import SagaState, SagaTransition
+from wallet.domain.saga import NewSaga, SagaState, SagaTransition
 from wallet.persistence.event_store import EventStore
 from wallet.persistence.idempotency_store import IdempotencyStore
 from wallet.persistence.outbox_store import LEADER_SERVER_SETTINGS, Connect, OutboxStore
@@ -119,11 +119,25 @@ async def test_no_write_path_statement_scans_a_growing_table(explained) -> None:
         await sagas.get(fresh.id)
         # A flush of several wallets, applied together: the debit of that saga, a new wallet, a key.
         debit = SagaTransition(fresh.id, SagaState.PENDING, SagaState.DEBITED, currency="USD")
+        started = replace(  # a new saga's debit, which writes its row (keyed)
+            debit, saga_id=str(uuid.uuid4()), created=NewSaga(f"{wallet_id}-n", wallet_id, 1, "t-2", "fp")
+        )
         together = [
             replace(batch_on(wallet_id, first.state, first.last_event_id, 1), saga_transitions=(debit,)),
-            replace(batch_on(f"{wallet_id}-n", None, None, 1), keys=(replace(record, key=f"{key}-n"),)),
+            replace(
+                batch_on(f"{wallet_id}-n", None, None, 1),
+                keys=(replace(record, key=f"{key}-n"),),
+                saga_transitions=(started,),
+            ),
         ]
         assert await events.apply(together) == {}
+        # One by one (a single batch): a new saga's debit whose key another request recorded.
+        refused = replace(
+            started, saga_id=str(uuid.uuid4()), created=replace(started.created, request_key=key)
+        )
+        alone = replace(batch_on(f"{wallet_id}-o", None, None, 1), saga_transitions=(refused,))
+        assert await events.apply([alone]) == {0: ()}
+        assert await sagas.key_taken(key) and await sagas.key_taken("t-2")
         async with pool.acquire() as conn:
             await IdempotencyStore.find_many(conn, [key])
         await events.load_many([wallet_id])

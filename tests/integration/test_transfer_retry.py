@@ -1,6 +1,7 @@
-"""A transfer whose debit could not be written is driven on by the client's retry (issue 11,
-item 10): the retry with the same X-Request-ID gets the transfer's outcome, not 409 "in
-progress" until stuck-saga recovery runs a minute later."""
+"""A transfer whose debit could not be written is done by the client's retry (issue 11, item 10):
+the retry with the same X-Request-ID gets the transfer's outcome, not 409 "in progress" until
+stuck-saga recovery runs a minute later. The debit's flush writes the saga's row, so the failed
+attempt left none: the retry starts the transfer, once."""
 
 from __future__ import annotations
 
@@ -31,10 +32,12 @@ async def test_a_retry_drives_on_a_transfer_whose_debit_write_failed(client, db)
             **{"X-Request-ID": key},
         )
         assert (status, body["message"]) == (503, "write failed; retry"), body
+        assert "sagaId" not in body  # no saga to follow: none was written
     finally:
         await db.execute(f"DROP TRIGGER {trigger} ON wallet_events")
         await db.execute(f"DROP FUNCTION {trigger}()")
-    assert await db.fetchval("SELECT state FROM transfer_sagas WHERE request_key = $1", key) == "PENDING"
+    assert await db.fetchval("SELECT count(*) FROM transfer_sagas WHERE request_key = $1", key) == 0
+    assert await balance_cents(db, source) == 10000
 
     status, body = await post(
         client, f"/v1/wallet/{source}/transfer", {"toWalletId": dest, "amount": 30}, **{"X-Request-ID": key}

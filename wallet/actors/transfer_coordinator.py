@@ -11,8 +11,9 @@ wallet, so A→B and B→A together cannot deadlock.
                   ▼                         ▼
                 FAILED              refund source ─▶ COMPENSATED
 
-The saga's state change is written by the wallet flush of each step (see ``domain.saga``); when a
-step cannot be run now (503) the saga stays where it is, and recovery drives it on later.
+The saga's state change is written by the wallet flush of each step (see ``domain.saga``), a new
+saga's row by its debit's; when a step cannot be run now (503) the saga stays where it is, and
+recovery drives it on later.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class RunSaga:
     client: ReplyTo | None = None
     idempotency: IdempotencyKey | None = None
     audit: dict[str, Any] | None = None  # actor and requestId of every step's events
+    new: bool = False  # no row yet: the debit's flush writes it
 
 
 @dataclass(slots=True)
@@ -79,6 +81,7 @@ class _Run:
     client: ReplyTo | None
     idempotency: IdempotencyKey | None
     audit: dict[str, Any] | None  # actor and requestId of every step's events
+    new: bool = False
     also: list[ReplyTo] = field(default_factory=list)  # clients who joined (retries of the request)
     stage: str = "debit"
     currency: str | None = None
@@ -131,7 +134,13 @@ class TransferCoordinator(LoopActor):
                 running.also.append(message.client)
             return
         run = _Run(
-            saga, message.render, message.client, message.idempotency, message.audit, currency=saga.currency
+            saga,
+            message.render,
+            message.client,
+            message.idempotency,
+            message.audit,
+            message.new,
+            currency=saga.currency,
         )
         self._running[saga.id] = run
         if saga.state is SagaState.PENDING:
@@ -146,7 +155,8 @@ class TransferCoordinator(LoopActor):
     def _debit(self, run: _Run) -> None:
         run.stage = "debit"
         s = run.saga
-        self._send(run, s.from_wallet_id, DebitForTransfer(s.id, s.to_wallet_id, s.amount, _now()))
+        debit = DebitForTransfer(s.id, s.to_wallet_id, s.amount, _now(), creates_saga=run.new)
+        self._send(run, s.from_wallet_id, debit)
 
     def _credit(self, run: _Run) -> None:
         run.stage = "credit"

@@ -20,8 +20,8 @@ import collections
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeGuard
 
 from wallet.actors.loop_actor import LoopActor
 from wallet.actors.messages import (
@@ -32,6 +32,7 @@ from wallet.actors.messages import (
     Flushed,
     FlushRequest,
     FlushResult,
+    IdempotencyKey,
     Passivate,
     Rejected,
     Reply,
@@ -39,9 +40,10 @@ from wallet.actors.messages import (
     saga_step_obsolete,
     unavailable,
 )
+from wallet.domain.commands import DebitForTransfer
 from wallet.domain.errors import DomainError
 from wallet.domain.events import Event
-from wallet.domain.saga import SagaTransition, expected_state, is_saga_step, transition_for
+from wallet.domain.saga import NewSaga, SagaTransition, expected_state, is_saga_step, transition_for
 from wallet.domain.wallet import WalletState, decide, evolve
 from wallet.ids import new_uuid
 from wallet.persistence.db import is_connection_failure, is_lost_to_a_deadlock
@@ -176,6 +178,8 @@ class WalletActor(LoopActor):
             reply = envelope.render(Accepted(state, stored))
             result = state
         transition = transition_for(command, result) if is_saga_step(command) else None
+        if transition is not None and _creates_saga(command):
+            transition = replace(transition, created=self._new_saga(command, envelope.idempotency))
         # Rejections and no-ops go through the flush too: it checks that the state they were
         # decided on is still the database's (another instance, or an actor still finishing
         # before passivation, may have written since), and answers only then.
@@ -186,6 +190,15 @@ class WalletActor(LoopActor):
             # whose bytes already arrived get decided first and join the same batch.
             self._flush_told = True
             self._loop.call_soon(self.actor_ref.tell, FLUSH)
+
+    def _new_saga(self, debit: DebitForTransfer, key: IdempotencyKey | None) -> NewSaga:
+        return NewSaga(
+            self.wallet_id,
+            debit.to_wallet_id,
+            debit.amount,
+            key.key if key is not None else None,
+            key.fingerprint if key is not None else None,
+        )
 
     @staticmethod
     def _append(
@@ -310,7 +323,8 @@ class WalletActor(LoopActor):
     def _answer_taken(decided: list[_Decided], taken: Sequence[IdempotencyRecord]) -> list[CommandEnvelope]:
         """Answer the commands whose key was already recorded (the stored answer, or 422 for a
         different request); return the others, to be decided again. A saga step whose key was
-        taken meanwhile goes on without recording it (the saga must finish either way)."""
+        taken meanwhile goes on without recording it (the saga must finish either way), but the
+        debit that would start a saga does not start it: the service follows the key's holder."""
         records = {record.key: record for record in taken}
         again: list[CommandEnvelope] = []
         for d in decided:
@@ -319,6 +333,8 @@ class WalletActor(LoopActor):
             record = records.get(key.key) if key is not None else None
             if record is None or key is None:
                 again.append(envelope)
+            elif _creates_saga(envelope.command):
+                envelope.answer_on_loop(envelope.render(_KEY_TAKEN))
             elif is_saga_step(envelope.command):
                 envelope.idempotency = None
                 again.append(envelope)
@@ -354,11 +370,17 @@ class WalletActor(LoopActor):
         self._waiting = redecide + [d.envelope for d in self._pending] + self._waiting
         self._pending = []
         check_ids = [[e.id for d in decided for e in d.events] for decided in self._checking]
-        task = self._loop.create_task(self._load(list(self._waiting), check_ids, orphans or set()))
+        # New sagas' debits a flush refused: only those can have lost their key to another saga.
+        refused = {id(e) for e in redecide if _creates_saga(e.command)}
+        task = self._loop.create_task(self._load(list(self._waiting), check_ids, orphans or set(), refused))
         task.add_done_callback(self._tell_reloaded)
 
     async def _load(
-        self, envelopes: list[CommandEnvelope], check_ids: list[list[Any]], orphans: set[int]
+        self,
+        envelopes: list[CommandEnvelope],
+        check_ids: list[list[Any]],
+        orphans: set[int],
+        refused: set[int],
     ) -> Reloaded:
         committed: list[bool | None] = []
         try:  # a late COMMIT must land (or be ruled out) before the checks and the load
@@ -377,7 +399,7 @@ class WalletActor(LoopActor):
                 committed.append(None)
         try:
             stored = await self._ctx.loader.load(self.wallet_id)
-            settled = await self._settled_elsewhere(envelopes)
+            settled = await self._settled_elsewhere(envelopes, refused)
         except Exception as exc:
             return Reloaded(checks_committed=committed, error=exc)
         return Reloaded(stored, settled, committed)
@@ -430,18 +452,27 @@ class WalletActor(LoopActor):
                 self._decide(envelope)
         self._submit_if_room()
 
-    async def _settled_elsewhere(self, envelopes: list[CommandEnvelope]) -> dict[int, Reply]:
+    async def _settled_elsewhere(
+        self, envelopes: list[CommandEnvelope], refused: set[int]
+    ) -> dict[int, Reply]:
         """Commands someone else settled meanwhile: a saga step already applied (by recovery or
-        another instance). The reply to give each. (An X-Request-ID recorded meanwhile needs no
-        lookup here: the next flush refuses it and reports its stored answer.)"""
+        another instance), or the X-Request-ID of a new saga's debit a flush refused (``refused``,
+        by ``id``) taken by another saga or request. The reply to give each. (Another request's
+        key recorded meanwhile needs no lookup here: the next flush refuses it and reports its
+        stored answer; nor does a new saga's debit no flush refused: its row cannot exist.)"""
         replies: dict[int, Reply] = {}
         for envelope in envelopes:
             command = envelope.command
-            if is_saga_step(command):
-                current = await self._ctx.sagas.state(command.saga_id)
-                if current is not expected_state(command):
-                    refusal = saga_step_obsolete(f"saga is {current}; step not applied")
-                    replies[id(envelope)] = envelope.render(refusal)
+            if not is_saga_step(command) or (_creates_saga(command) and id(envelope) not in refused):
+                continue
+            current = await self._ctx.sagas.state(command.saga_id)
+            if current is None and _creates_saga(command):  # not written: unless its key is taken,
+                key = envelope.idempotency  # the debit is decided again
+                if key is not None and await self._ctx.sagas.key_taken(key.key):
+                    replies[id(envelope)] = envelope.render(_KEY_TAKEN)
+            elif current is not expected_state(command):
+                refusal = saga_step_obsolete(f"saga is {current}; step not applied")
+                replies[id(envelope)] = envelope.render(refusal)
         return replies
 
     # -- helpers -----------------------------------------------------------------------------
@@ -482,3 +513,12 @@ class WalletActor(LoopActor):
         ):
             self._stop_requested = True
             self.stop()
+
+
+# A new saga's debit not applied: its X-Request-ID was taken (by another saga or another request)
+# before its row could hold it. The service finds the holder and answers as a retry would be.
+_KEY_TAKEN = saga_step_obsolete("X-Request-ID taken by another transfer or request; saga not started")
+
+
+def _creates_saga(command: Any) -> TypeGuard[DebitForTransfer]:
+    return isinstance(command, DebitForTransfer) and command.creates_saga

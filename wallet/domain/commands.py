@@ -48,12 +48,14 @@ class SetDailyLimit:
 
 @dataclass(frozen=True, slots=True)
 class DebitForTransfer:
-    """Saga step 1 on the source wallet."""
+    """Saga step 1 on the source wallet. ``creates_saga``: the saga has no row yet, and the debit's
+    flush writes it, in the state the debit leads to (a saga recovery found PENDING has one)."""
 
     saga_id: str
     to_wallet_id: str
     amount: int
     at: datetime
+    creates_saga: bool = False
 
 
 @dataclass(frozen=True, slots=True)

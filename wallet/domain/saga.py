@@ -4,6 +4,9 @@
     PENDING --debit refused--> FAILED          (nothing moved)
     DEBITED --credit refused, refund--> COMPENSATED
 
+PENDING is not written for a new transfer: its debit's flush writes the row, DEBITED or FAILED
+(``SagaTransition.created``), so before that commit there is nothing to recover and nothing moved.
+
 Each step is a command to one wallet actor; the saga's state change is written in the same
 transaction as that step's events, and only from the state the step expects, so a step applies at
 most once per saga however often it is sent (recovery, retries, two instances).
@@ -33,6 +36,17 @@ SagaStep = DebitForTransfer | CreditFromTransfer | CompensateTransfer
 
 
 @dataclass(frozen=True, slots=True)
+class NewSaga:
+    """What a saga's row records beside its state, when its debit writes the row."""
+
+    from_wallet_id: str
+    to_wallet_id: str
+    amount: int
+    request_key: str | None = None  # the transfer's X-Request-ID, held by the row
+    request_fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SagaTransition:
     saga_id: str
     from_state: SagaState
@@ -40,6 +54,7 @@ class SagaTransition:
     currency: str | None = None
     error: str | None = None  # the machine name of the rule that stopped the transfer
     reason: str | None = None
+    created: NewSaga | None = None  # the row is written now, in ``to_state``, rather than changed
 
 
 def is_saga_step(command: WalletCommand) -> TypeGuard[SagaStep]:

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from wallet.domain.saga import SagaTransition
 from wallet.domain.wallet import WalletState, WalletStatus
 from wallet.persistence.db import discard, is_connection_failure, retrying
 from wallet.persistence.records import IdempotencyRecord, Refusals, StoredWallet, WalletBatch
@@ -55,18 +56,27 @@ def _batch_json(batch: WalletBatch) -> dict[str, Any]:
             for stored in batch.events
         ],
         "k": [{"k": rec.key, "f": rec.fingerprint, "s": rec.status, "r": rec.body} for rec in batch.keys],
-        "g": [
-            {
-                "id": t.saga_id,
-                "from": t.from_state.value,
-                "to": t.to_state.value,
-                "cur": t.currency,
-                "err": t.error,
-                "why": t.reason,
-            }
-            for t in batch.saga_transitions
-        ],
+        "g": [_saga_json(t) for t in batch.saga_transitions],
     }
+
+
+def _saga_json(t: SagaTransition) -> dict[str, Any]:
+    change: dict[str, Any] = {
+        "id": t.saga_id,
+        "from": t.from_state.value,
+        "to": t.to_state.value,
+        "cur": t.currency,
+        "err": t.error,
+        "why": t.reason,
+    }
+    if (new := t.created) is not None:  # "from" null: the row is inserted, in state "to"
+        change["from"] = None
+        change["src"] = new.from_wallet_id
+        change["dst"] = new.to_wallet_id
+        change["amt"] = new.amount
+        change["rk"] = new.request_key
+        change["rf"] = new.request_fingerprint
+    return change
 
 
 def _uuid(value: Any) -> uuid.UUID | None:

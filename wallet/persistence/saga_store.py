@@ -1,5 +1,7 @@
-"""Transfer sagas: created PENDING before the first step; later states are written by the steps'
-wallet flushes (see the 0002 migration), never here."""
+"""Transfer sagas: a new one's row is written by its debit's wallet flush, in the state the debit
+leads to, and later states by the later steps' flushes (``wallet_apply_batches.sql``). ``create``
+writes a PENDING row first, the way every saga started before its debit wrote the row: the service falls
+back on it when a new saga's key turns out to be taken, to find who holds it."""
 
 from __future__ import annotations
 
@@ -133,6 +135,18 @@ class SagaStore:
             lambda conn: conn.fetchrow(f"SELECT {_COLUMNS} FROM transfer_sagas WHERE id = $1::uuid", saga_id),
         )
         return None if row is None else _record(row)
+
+    async def key_taken(self, key: str) -> bool:
+        """Whether a saga holds this X-Request-ID, or another request recorded it."""
+        taken = await retrying(
+            self._pool,
+            lambda conn: conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM transfer_sagas WHERE request_key = $1)"
+                " OR EXISTS (SELECT 1 FROM idempotency_keys WHERE key = $1)",
+                key,
+            ),
+        )
+        return bool(taken)
 
     async def state(self, saga_id: str) -> SagaState | None:
         value = await retrying(

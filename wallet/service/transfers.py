@@ -1,9 +1,11 @@
 """Starting transfers (on the event loop) and recovering stuck ones.
 
-A transfer is first recorded PENDING (so a crash at any later instant leaves something recovery
-can finish), then handed to the transfer coordinator, whose final reply completes the client's
-future. With an X-Request-ID the saga row holds the key too, so a duplicate reaching another
-instance finds the saga instead of starting a second one.
+A transfer is handed to the transfer coordinator at once; its debit's flush writes the saga's row
+(DEBITED, or FAILED), so a crash before that commit leaves nothing (nothing moved, and a retry
+starts afresh) and a crash at any later instant leaves a row recovery can finish. The coordinator's
+final reply completes the client's future. With an X-Request-ID the saga row holds the key too: a
+duplicate reaching another instance finds its debit refused, and follows the saga holding the key
+instead of starting a second one.
 """
 
 from __future__ import annotations
@@ -116,6 +118,37 @@ class TransferService:
             request_key=key.key if key else None,
             request_fingerprint=key.fingerprint if key else None,
         )
+        if self._crash_before_debit:
+            log.error("fault injection: SIGKILL before the debit of saga %s", saga.id)
+            os.kill(os.getpid(), signal.SIGKILL)
+        reply = await self._drive(saga, render, key, audit, new=True)
+        if reply is not None:
+            return await self._naming_if_recorded(reply, saga.id)
+        # Its debit found the key taken (by a saga of another instance, or another request):
+        # record the saga the way it was before its debit wrote the row, which finds the holder.
+        return await self._start_recorded(saga, render, render_outcome, key, audit)
+
+    async def _naming_if_recorded(self, reply: Reply, saga_id: str) -> Reply:
+        """Name the saga in a 409 or 503 if its row was written, or may have been (a debit that
+        failed wrote none, and a client following a saga that does not exist finds 404)."""
+        if reply.status not in (409, 503):
+            return reply
+        try:
+            recorded = await self._sagas.get(saga_id) is not None
+        except Exception:  # the database is away: it may have been written; name it
+            recorded = True
+        return naming_saga(reply, saga_id) if recorded else reply
+
+    async def _start_recorded(
+        self,
+        saga: SagaRecord,
+        render: RenderTransfer,
+        render_outcome: RenderOutcome,
+        key: IdempotencyKey | None,
+        audit: dict[str, Any] | None,
+    ) -> Reply:
+        """Record ``saga`` PENDING, unless its key is held (then answer as the holder says), and
+        drive it."""
         try:
             stored = await self._sagas.create(saga)
         except Exception as exc:
@@ -127,10 +160,19 @@ class TransferService:
         if stored.id != saga.id:  # the key already started a saga (another instance)
             assert key is not None
             return await self._duplicate(stored, key, render, render_outcome, audit)
-        if self._crash_before_debit:
-            log.error("fault injection: SIGKILL before the debit of saga %s", saga.id)
-            os.kill(os.getpid(), signal.SIGKILL)
-        return naming_saga(await self._drive(stored, render, key, audit), stored.id)
+        return naming_saga(await self._driven(stored, render, key, audit), stored.id)
+
+    async def _driven(
+        self,
+        saga: SagaRecord,
+        render: RenderTransfer,
+        key: IdempotencyKey | None,
+        audit: dict[str, Any] | None,
+    ) -> Reply:
+        """Drive a saga that has its row (see ``_drive``)."""
+        reply = await self._drive(saga, render, key, audit)
+        assert reply is not None, "only a new saga's drive answers None"
+        return reply
 
     async def _drive(
         self,
@@ -138,20 +180,24 @@ class TransferService:
         render: RenderTransfer,
         key: IdempotencyKey | None,
         audit: dict[str, Any] | None,
-    ) -> Reply:
-        """Drive ``saga`` on from its stored state and answer its outcome. If a step finds the
-        saga moved on by someone else (recovery, another instance, an earlier attempt), go on
-        from where it is now; a finished saga is answered with its recorded reply."""
+        *,
+        new: bool = False,
+    ) -> Reply | None:
+        """Drive ``saga`` on from its stored state (``new``: it has no row yet; its debit writes
+        it) and answer its outcome. If a step finds the saga moved on by someone else (recovery,
+        another instance, an earlier attempt), go on from where it is now; a finished saga is
+        answered with its recorded reply. None: a new saga's debit found its key taken."""
         reply = Reply(503, None)
         for _ in range(MAX_DRIVES):
             future: asyncio.Future[Reply] = self._loop.create_future()
-            self._coordinator.tell(RunSaga(saga, render, FutureReply(self._loop, future), key, audit))
+            self._coordinator.tell(RunSaga(saga, render, FutureReply(self._loop, future), key, audit, new))
             reply = await future
             if not _obsolete(reply):
                 return reply
             current = await self._sagas.get(saga.id)
             if current is None:
-                return reply
+                return None if new else reply
+            new = False
             if current.state in FINAL_STATES:
                 recorded = await self._recorded(key)
                 return recorded or render(TransferResult(current, current.state))
@@ -185,7 +231,7 @@ class TransferService:
         # Not finished: maybe nobody is driving it (its step could not be written, its process
         # died). The retry drives it on; every step is idempotent per saga, so a driver elsewhere
         # is harmless, and one here already is joined (the coordinator answers both).
-        return naming_saga(await self._drive(saga, render, key, audit), saga.id)
+        return naming_saga(await self._driven(saga, render, key, audit), saga.id)
 
     async def recover_stuck(self) -> int:
         """Hand every stuck saga to the coordinator (it skips those it is already driving)."""

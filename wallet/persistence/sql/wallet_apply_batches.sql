@@ -35,7 +35,14 @@
 --            "s": new state or null (decisions that wrote nothing still check the version),
 --            "e": [{"id","v","t","a","bal","m","at"}] events,
 --            "k": [{"k","f","s","r"}] idempotency records (key, fingerprint, status, reply),
---            "g": [{"id","from","to","cur","err","why"}] saga state changes}]
+--            "g": [{"id","from","to","cur","err","why"}] saga state changes, each from "from";
+--                 "from" null: a new saga's row, inserted in state "to" by its debit, with
+--                 "src","dst","amt" and its X-Request-ID "rk","rf" (null: none)}]
+--
+-- A new saga's key must be nobody's: another saga holding it violates transfer_sagas' unique
+-- request_key, another request's record is looked for (before the batch's own records go in). Either
+-- refuses the wallet's batch (a conflict); the actor then finds the key taken and the service
+-- follows whoever holds it (wallet_actor, service/transfers.py).
 
 DROP FUNCTION IF EXISTS wallet_apply_batches(jsonb);
 
@@ -77,6 +84,11 @@ BEGIN
         wb := item.value;
         BEGIN
             expected := (wb->>'ev')::bigint;
+            -- A new saga's key recorded by another request (one index probe per key).
+            PERFORM 1 FROM jsonb_array_elements(coalesce(wb->'g', '[]'::jsonb)) AS g CROSS JOIN LATERAL
+                           (SELECT 1 FROM idempotency_keys i WHERE i.key = g.value->>'rk' OFFSET 0) AS i
+             WHERE g.value->>'from' IS NULL;
+            IF FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WV002'; END IF;
             IF jsonb_array_length(wb->'k') > 0 THEN
                 -- A taken key raises unique_violation (after waiting for a concurrent insert of it
                 -- to commit or roll back); the handler below then reads the stored records.
@@ -85,14 +97,22 @@ BEGIN
                 FROM jsonb_array_elements(wb->'k') AS k;
             END IF;
             FOR g IN SELECT value FROM jsonb_array_elements(coalesce(wb->'g', '[]'::jsonb)) LOOP
-                UPDATE transfer_sagas
-                   SET state = g->>'to',
-                       currency = coalesce(g->>'cur', currency),
-                       failure_error = coalesce(g->>'err', failure_error),
-                       failure_reason = coalesce(g->>'why', failure_reason),
-                       updated_at = clock_timestamp()
-                 WHERE id = (g->>'id')::uuid AND state = g->>'from';
-                IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WV002'; END IF;
+                IF g->>'from' IS NULL THEN  -- a unique violation: the saga or its key exists
+                    INSERT INTO transfer_sagas (id, from_wallet_id, to_wallet_id, amount, currency,
+                                                state, failure_error, failure_reason, request_key,
+                                                request_fingerprint)
+                    VALUES ((g->>'id')::uuid, g->>'src', g->>'dst', (g->>'amt')::bigint, g->>'cur',
+                            g->>'to', g->>'err', g->>'why', g->>'rk', g->>'rf');
+                ELSE
+                    UPDATE transfer_sagas
+                       SET state = g->>'to',
+                           currency = coalesce(g->>'cur', currency),
+                           failure_error = coalesce(g->>'err', failure_error),
+                           failure_reason = coalesce(g->>'why', failure_reason),
+                           updated_at = clock_timestamp()
+                     WHERE id = (g->>'id')::uuid AND state = g->>'from';
+                    IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WV002'; END IF;
+                END IF;
             END LOOP;
             s := wb->'s';
             IF jsonb_typeof(s) IS DISTINCT FROM 'object' THEN
@@ -173,7 +193,8 @@ END $$;
 -- step already applied). Its statements touch a few rows each, by key: the planner settings below
 -- make every plan a nested loop of index probes, whatever size the tables had when it was made (a
 -- plan is kept for the connection's life; made on small tables, a join would hash or scan the
--- whole table ever after). Locks: keys, then sagas (by id), then wallets (in the writer's byte
+-- whole table ever after). Locks: keys, then new sagas' rows (by key), then sagas changed (by id),
+-- then wallets (in the writer's byte
 -- order, as one by one takes them); one by one takes a batch's key, saga and wallet before the next
 -- batch's, so a request retried on two instances at once can deadlock two flushes: PostgreSQL ends
 -- one (40P01) and its batches are written again (wallet_actor). Returns whether events were written.
@@ -194,12 +215,32 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'WV001';  -- two batches of one wallet chain up: one by one
     END IF;
 
+    PERFORM 1 FROM jsonb_array_elements(batches) AS b,
+                   jsonb_to_recordset(coalesce(b->'g', '[]')) AS g("from" text, rk text)
+              CROSS JOIN LATERAL (SELECT 1 FROM idempotency_keys i WHERE i.key = g.rk OFFSET 0) AS i
+             WHERE g."from" IS NULL;
+    IF FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WV002'; END IF;
+
     INSERT INTO idempotency_keys (key, fingerprint, status_code, response)
     SELECT k->>'k', k->>'f', (k->>'s')::integer, k->'r'
       FROM jsonb_array_elements(batches) AS b, jsonb_array_elements(b->'k') AS k;
 
+    -- New sagas' rows (a unique violation: the saga or its key exists), in key order: two
+    -- instances inserting the same keys take them in the same order.
+    INSERT INTO transfer_sagas (id, from_wallet_id, to_wallet_id, amount, currency, state,
+                                failure_error, failure_reason, request_key, request_fingerprint)
+    SELECT g.id, g.src, g.dst, g.amt, g.cur, g."to", g.err, g.why, g.rk, g.rf
+      FROM jsonb_array_elements(batches) AS b,
+           jsonb_to_recordset(coalesce(b->'g', '[]'))
+           AS g(id uuid, "from" text, "to" text, cur text, err text, why text, src text, dst text,
+                amt bigint, rk text, rf text)
+     WHERE g."from" IS NULL
+     ORDER BY g.rk, g.id;
+
     -- A saga changed twice in one flush (never sent so; one by one, the second finds it moved on).
-    SELECT count(*) FILTER (WHERE t.id IS NULL) + count(*) - count(DISTINCT g.id), count(*)
+    -- Each change (not a new row) from its expected state.
+    SELECT count(*) FILTER (WHERE g."from" IS NOT NULL AND t.id IS NULL) + count(*) - count(DISTINCT g.id),
+           count(*) FILTER (WHERE g."from" IS NOT NULL)
       INTO missing, changes
       FROM (SELECT g.id, g."from"
               FROM jsonb_array_elements(batches) AS b,
@@ -217,8 +258,8 @@ BEGIN
                updated_at = clock_timestamp()
           FROM (SELECT g.* FROM jsonb_array_elements(batches) AS b,
                        jsonb_to_recordset(coalesce(b->'g', '[]'))
-                       AS g(id uuid, "to" text, cur text, err text, why text)) AS g
-         WHERE t.id = g.id;
+                       AS g(id uuid, "from" text, "to" text, cur text, err text, why text)) AS g
+         WHERE t.id = g.id AND g."from" IS NOT NULL;
     END IF;
 
     -- An existing wallet must be at the version and last event the batch builds on (locked, so
