@@ -124,11 +124,13 @@ async def test_a_deposit_key_used_again_for_a_transfer_is_refused(client, db, wa
     assert await db.fetchval("SELECT count(*) FROM transfer_sagas WHERE request_key = $1", k) == 0
 
 
+@pytest.mark.parametrize("depth", [1, 2], ids=["depth1", "depth2"])
 async def test_one_keyed_transfer_sent_to_two_instances_at_once_moves_money_once(
-    aiohttp_client, settings, db, wallet_id
+    aiohttp_client, settings, db, wallet_id, depth
 ):
     """A new saga's row is written by its debit, holding the key: each instance's debit races for
     it, the loser's flush is refused, and it follows the winner's saga (the same answer, once)."""
+    settings = replace(settings, flush_pipeline_depth=depth)
     a = await start_api(settings, name="saga-keys-a", run_migrations=False)
     b = await start_api(settings, name="saga-keys-b", run_migrations=False)
     try:

@@ -13,8 +13,9 @@
 --   subtransaction, so a refusal rolls back that wallet alone and its position is returned (its
 --   actor reloads and decides again, or replays the stored answers); the others commit.
 --
--- Both give the same result for the same batches. One notification wakes the outbox relay if
--- anything was written.
+-- Both give the same result for the same batches (one case aside that the service never sends: a
+-- new saga's key recorded by another batch of the same flush, which one by one refuses only if that
+-- batch comes first). One notification wakes the outbox relay if anything was written.
 --
 -- The X-Request-ID check is part of the flush (issue 12): a keyed request makes no lookup of its
 -- own before its command reaches the actor. A batch whose keys are already recorded is not applied;
