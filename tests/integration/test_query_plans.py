@@ -43,19 +43,26 @@ async def explained(run_id: str) -> AsyncIterator[tuple[asyncpg.Pool, list[str],
     and a way to open one more such connection outside the pool (the relay leader's)."""
     name = f"wallet_test_{run_id}_plans"
     await _create_database(name)
+    # The database's own settings, so that a connection a pool has reset (RESET ALL at release)
+    # still explains every statement.
+    admin = await asyncpg.connect(_database_url(name))
+    try:
+        for setting in (
+            "session_preload_libraries = 'auto_explain'",
+            "auto_explain.log_min_duration = 0",
+            "auto_explain.log_nested_statements = on",
+            "auto_explain.log_level = notice",
+            "plan_cache_mode = force_generic_plan",
+        ):
+            await admin.execute(f'ALTER DATABASE "{name}" SET {setting}')
+    finally:
+        await admin.close()
     plans: list[str] = []
 
     def on_notice(_conn: Any, message: Any) -> None:
         plans.append(str(message.message))
 
     async def explaining(conn: asyncpg.Connection) -> None:
-        await conn.execute(
-            "LOAD 'auto_explain';"
-            " SET auto_explain.log_min_duration = 0;"
-            " SET auto_explain.log_nested_statements = on;"
-            " SET auto_explain.log_level = notice;"
-            " SET plan_cache_mode = force_generic_plan"
-        )
         conn.add_log_listener(on_notice)
 
     async def connect() -> asyncpg.Connection:
@@ -63,7 +70,8 @@ async def explained(run_id: str) -> AsyncIterator[tuple[asyncpg.Pool, list[str],
         await explaining(conn)
         return conn
 
-    pool = await asyncpg.create_pool(_database_url(name), min_size=1, max_size=4, init=explaining)
+    # The listener on every acquire: a pool drops a connection's log listeners when it is released.
+    pool = await asyncpg.create_pool(_database_url(name), min_size=1, max_size=4, setup=explaining)
     try:
         yield pool, plans, connect
     finally:
@@ -148,6 +156,9 @@ async def test_no_write_path_statement_scans_a_growing_table(explained) -> None:
                 assert round_ is not None
                 rows = await round_.fetch(100)
                 await round_.mark_published([row["id"] for row in rows])
+            # The pool's outbox statements: the lag gauge's oldest row, and the purge.
+            await outbox.oldest_age()
+            await outbox.purge(0)
         finally:
             await outbox.close()
     finally:

@@ -76,7 +76,7 @@ async def test_reads_go_to_the_replica_writes_and_loads_to_the_primary(settings,
         assert [q for q in on_replica if q.startswith(HISTORY_READ)], on_replica
         assert not [q for q in on_primary if q.startswith((WALLET_READ, HISTORY_READ))], on_primary
         assert [q for q in on_primary if "wallet_apply_batches" in q], on_primary
-        load = "FROM wallets WHERE id = ANY"  # the actor's load
+        load = "FROM wallets x WHERE x.id = wanted.id"  # the actor's load
         assert [q for q in on_primary if load in q], on_primary
         assert not [q for q in on_replica if "wallet_apply_batches" in q or load in q], on_replica
         assert all(q.lstrip().upper().startswith(("SELECT", "CLOSE", "RESET")) for q in on_replica), (
