@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from tests.conftest import _create_database, _database_url, _drop_database
+from wallet.persistence.migrations import migrate
 from wallet.persistence.outbox_store import OutboxStore
 
 
@@ -95,3 +97,41 @@ async def test_a_row_written_before_the_event_type_column_is_published_with_its_
     finally:
         async with pool.acquire() as conn:
             await conn.execute("DELETE FROM outbox WHERE id = $1", row_id)
+
+
+async def test_the_purge_takes_old_published_rows_up_to_the_oldest_unpublished_one(run_id: str) -> None:
+    """Rows past retention go, oldest first; the walk stops at the oldest unpublished row (so it
+    never reads the whole table when nothing is old enough), and the rows after it go once it is
+    published. A database of its own: the run's shared one holds other tests' unpublished rows."""
+    name = f"wallet_test_{run_id}_purge"
+    await _create_database(name)
+    dsn = _database_url(name)
+    try:
+        await migrate(dsn)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        store = OutboxStore(pool, lambda: asyncpg.connect(dsn))
+        try:
+            ids = []
+            for published in (True, True, False, True):
+                ids.append(
+                    await pool.fetchval(
+                        "INSERT INTO outbox (event_id, wallet_id, routing_key, event_type, body,"
+                        " published_at) VALUES ($1, 'w-purge', 'wallet.funds_deposited',"
+                        " 'FUNDS_DEPOSITED', '{}',"
+                        " CASE WHEN $2 THEN clock_timestamp() - interval '1 hour' END) RETURNING id",
+                        uuid.uuid4(),
+                        published,
+                    )
+                )
+            assert await store.purge(60) == 2  # the two before the unpublished row
+            left = [r["id"] for r in await pool.fetch("SELECT id FROM outbox ORDER BY id")]
+            assert left == ids[2:]
+            await pool.execute("UPDATE outbox SET published_at = clock_timestamp() WHERE id = $1", ids[2])
+            assert await store.purge(60) == 1  # the last one; the one just published is not old yet
+            assert await store.purge(0) == 1
+            assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+        finally:
+            await store.close()
+            await pool.close()
+    finally:
+        await _drop_database(name)
