@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import _create_database, _database_url, _drop_database
+from wallet.persistence import outbox_store
 from wallet.persistence.migrations import migrate
 from wallet.persistence.outbox_store import OutboxStore
 
@@ -99,10 +100,14 @@ async def test_a_row_written_before_the_event_type_column_is_published_with_its_
             await conn.execute("DELETE FROM outbox WHERE id = $1", row_id)
 
 
-async def test_the_purge_takes_old_published_rows_up_to_the_oldest_unpublished_one(run_id: str) -> None:
-    """Rows past retention go, oldest first; the walk stops at the oldest unpublished row (so it
-    never reads the whole table when nothing is old enough), and the rows after it go once it is
-    published. A database of its own: the run's shared one holds other tests' unpublished rows."""
+async def test_the_purge_takes_old_published_rows_from_the_front_and_leaves_unpublished_ones(
+    run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows past retention go, oldest first, a batch of the first rows by id at a time (so a
+    pass never reads more than its batches, whatever the table holds); an unpublished row stays,
+    and the rows after it still go. A database of its own: the run's shared one holds other
+    tests' rows."""
+    monkeypatch.setattr(outbox_store, "PURGE_BATCH", 3)
     name = f"wallet_test_{run_id}_purge"
     await _create_database(name)
     dsn = _database_url(name)
@@ -112,23 +117,25 @@ async def test_the_purge_takes_old_published_rows_up_to_the_oldest_unpublished_o
         store = OutboxStore(pool, lambda: asyncpg.connect(dsn))
         try:
             ids = []
-            for published in (True, True, False, True):
+            ages = (3600.0, 3600.0, None, 3600.0, 1.0, 3600.0, 3600.0)  # published that long ago
+            for age in ages:
                 ids.append(
                     await pool.fetchval(
                         "INSERT INTO outbox (event_id, wallet_id, routing_key, event_type, body,"
                         " published_at) VALUES ($1, 'w-purge', 'wallet.funds_deposited',"
-                        " 'FUNDS_DEPOSITED', '{}',"
-                        " CASE WHEN $2 THEN clock_timestamp() - interval '1 hour' END) RETURNING id",
+                        " 'FUNDS_DEPOSITED', '{}', clock_timestamp() - make_interval(secs => $2::float8))"
+                        " RETURNING id",
                         uuid.uuid4(),
-                        published,
+                        age,
                     )
                 )
-            assert await store.purge(60) == 2  # the two before the unpublished row
+            # Batches of the first three rows: 1, 2 (3 is unpublished); then 3, 4, 5 -> 4 (5 is
+            # recent); then 3, 5, 6 -> 6; then 3, 5, 7 -> 7; then 3, 5 -> none: done.
+            assert await store.purge(60) == 5
             left = [r["id"] for r in await pool.fetch("SELECT id FROM outbox ORDER BY id")]
-            assert left == ids[2:]
+            assert left == [ids[2], ids[4]]
             await pool.execute("UPDATE outbox SET published_at = clock_timestamp() WHERE id = $1", ids[2])
-            assert await store.purge(60) == 1  # the last one; the one just published is not old yet
-            assert await store.purge(0) == 1
+            assert await store.purge(0) == 2
             assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
         finally:
             await store.close()

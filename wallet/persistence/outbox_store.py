@@ -40,19 +40,17 @@ _OLDEST = """
 SELECT extract(epoch FROM clock_timestamp() - created_at)::float8
   FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT 1
 """
-# The oldest published rows past retention: a walk of the primary key from its start (the oldest
-# rows are the ones to go) that stops at the oldest unpublished row, so it never reads the whole
-# table when nothing is old enough; then deleted by id. Run with sequential scans off (``purge``):
-# the generic plan made while the table was small deleted through a scan of all of it
-# (test_query_plans.py).
+# Of the oldest rows (the first ``$2`` by id: the rows past retention are at the front), those
+# published before the retention period; deleted by id. It reads ``$2`` rows whatever the table
+# holds: filtering during the walk would read every newer row whenever too few are old enough, as
+# at the end of every pass. A row left unpublished stays, and the rows after it still go. Run with
+# sequential scans off (``purge``): the generic plan made while the table was small deleted
+# through a scan of all of it (test_query_plans.py).
 _PURGE = """
 WITH gone AS (
     DELETE FROM outbox WHERE id = ANY(ARRAY(
-        SELECT id FROM outbox
-         WHERE id < coalesce((SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT 1),
-                             9223372036854775807)
-           AND published_at < clock_timestamp() - make_interval(secs => $1)
-         ORDER BY id LIMIT $2))
+        SELECT id FROM (SELECT id, published_at FROM outbox ORDER BY id LIMIT $2) AS oldest
+         WHERE published_at < clock_timestamp() - make_interval(secs => $1)))
     RETURNING 1)
 SELECT count(*) FROM gone
 """
@@ -167,6 +165,6 @@ class OutboxStore:
                     await conn.execute("SET LOCAL enable_seqscan = off")
                     count = int(await conn.fetchval(_PURGE, float(retention_seconds), PURGE_BATCH))
                 total += count
-                if count < PURGE_BATCH:
+                if count == 0:  # the first rows are all recent or unpublished
                     break
         return total
