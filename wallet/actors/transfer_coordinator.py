@@ -43,7 +43,7 @@ from wallet.actors.messages import (
     internal_error,
     unavailable,
 )
-from wallet.domain.commands import CompensateTransfer, CreditFromTransfer, DebitForTransfer
+from wallet.domain.commands import CompensateTransfer, CreditFromTransfer, DebitForTransfer, NewSaga
 from wallet.domain.errors import DomainError
 from wallet.domain.saga import SagaState, SagaStep
 from wallet.persistence.saga_store import SagaRecord
@@ -155,8 +155,10 @@ class TransferCoordinator(LoopActor):
     def _debit(self, run: _Run) -> None:
         run.stage = "debit"
         s = run.saga
-        debit = DebitForTransfer(s.id, s.to_wallet_id, s.amount, _now(), creates_saga=run.new)
-        self._send(run, s.from_wallet_id, debit)
+        row = None
+        if run.new:  # the debit's flush writes the saga's row, holding its key
+            row = NewSaga(s.from_wallet_id, s.to_wallet_id, s.amount, s.request_key, s.request_fingerprint)
+        self._send(run, s.from_wallet_id, DebitForTransfer(s.id, s.to_wallet_id, s.amount, _now(), row))
 
     def _credit(self, run: _Run) -> None:
         run.stage = "credit"

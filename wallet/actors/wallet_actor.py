@@ -20,7 +20,7 @@ import collections
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from wallet.actors.loop_actor import LoopActor
@@ -32,7 +32,6 @@ from wallet.actors.messages import (
     Flushed,
     FlushRequest,
     FlushResult,
-    IdempotencyKey,
     Passivate,
     Rejected,
     Reply,
@@ -43,7 +42,7 @@ from wallet.actors.messages import (
 from wallet.domain.commands import DebitForTransfer
 from wallet.domain.errors import DomainError
 from wallet.domain.events import Event
-from wallet.domain.saga import NewSaga, SagaTransition, expected_state, is_saga_step, transition_for
+from wallet.domain.saga import SagaTransition, expected_state, is_saga_step, transition_for
 from wallet.domain.wallet import WalletState, decide, evolve
 from wallet.ids import new_uuid
 from wallet.persistence.db import is_connection_failure, is_lost_to_a_deadlock
@@ -178,8 +177,6 @@ class WalletActor(LoopActor):
             reply = envelope.render(Accepted(state, stored))
             result = state
         transition = transition_for(command, result) if is_saga_step(command) else None
-        if transition is not None and _creates_saga(command):
-            transition = replace(transition, created=self._new_saga(command, envelope.idempotency))
         # Rejections and no-ops go through the flush too: it checks that the state they were
         # decided on is still the database's (another instance, or an actor still finishing
         # before passivation, may have written since), and answers only then.
@@ -190,15 +187,6 @@ class WalletActor(LoopActor):
             # whose bytes already arrived get decided first and join the same batch.
             self._flush_told = True
             self._loop.call_soon(self.actor_ref.tell, FLUSH)
-
-    def _new_saga(self, debit: DebitForTransfer, key: IdempotencyKey | None) -> NewSaga:
-        return NewSaga(
-            self.wallet_id,
-            debit.to_wallet_id,
-            debit.amount,
-            key.key if key is not None else None,
-            key.fingerprint if key is not None else None,
-        )
 
     @staticmethod
     def _append(
@@ -521,4 +509,4 @@ _KEY_TAKEN = saga_step_obsolete("X-Request-ID taken by another transfer or reque
 
 
 def _creates_saga(command: Any) -> TypeGuard[DebitForTransfer]:
-    return isinstance(command, DebitForTransfer) and command.creates_saga
+    return isinstance(command, DebitForTransfer) and command.creates is not None

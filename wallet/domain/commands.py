@@ -47,15 +47,26 @@ class SetDailyLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class NewSaga:
+    """What a saga's row records beside its state, when its debit writes the row."""
+
+    from_wallet_id: str
+    to_wallet_id: str
+    amount: int
+    request_key: str | None = None  # the transfer's X-Request-ID, held by the row
+    request_fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DebitForTransfer:
-    """Saga step 1 on the source wallet. ``creates_saga``: the saga has no row yet, and the debit's
-    flush writes it, in the state the debit leads to (a saga recovery found PENDING has one)."""
+    """Saga step 1 on the source wallet. ``creates``: the saga has no row yet, and the debit's
+    flush writes this one, in the state the debit leads to (a saga recovery found PENDING has one)."""
 
     saga_id: str
     to_wallet_id: str
     amount: int
     at: datetime
-    creates_saga: bool = False
+    creates: NewSaga | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,13 @@ import enum
 from dataclasses import dataclass
 from typing import TypeGuard
 
-from wallet.domain.commands import CompensateTransfer, CreditFromTransfer, DebitForTransfer, WalletCommand
+from wallet.domain.commands import (
+    CompensateTransfer,
+    CreditFromTransfer,
+    DebitForTransfer,
+    NewSaga,
+    WalletCommand,
+)
 from wallet.domain.errors import DomainError
 from wallet.domain.wallet import WalletState
 
@@ -33,17 +39,6 @@ class SagaState(enum.StrEnum):
 
 FINAL_STATES = frozenset({SagaState.COMPLETED, SagaState.COMPENSATED, SagaState.FAILED})
 SagaStep = DebitForTransfer | CreditFromTransfer | CompensateTransfer
-
-
-@dataclass(frozen=True, slots=True)
-class NewSaga:
-    """What a saga's row records beside its state, when its debit writes the row."""
-
-    from_wallet_id: str
-    to_wallet_id: str
-    amount: int
-    request_key: str | None = None  # the transfer's X-Request-ID, held by the row
-    request_fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +73,14 @@ def transition_for(step: SagaStep, decision: WalletState | DomainError) -> SagaT
                     SagaState.FAILED,
                     error=decision.name,
                     reason=decision.message,
+                    created=step.creates,
                 )
             return SagaTransition(
-                step.saga_id, SagaState.PENDING, SagaState.DEBITED, currency=decision.currency
+                step.saga_id,
+                SagaState.PENDING,
+                SagaState.DEBITED,
+                currency=decision.currency,
+                created=step.creates,
             )
         case CreditFromTransfer():
             if accepted:
