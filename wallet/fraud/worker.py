@@ -164,14 +164,18 @@ class FraudWorker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if isinstance(self.consumer, BatchConsumer):
-            await self.consumer.stop(self.settings.shutdown_timeout_seconds)
-        else:
-            await self.consumer.stop()
+        # Every wait bounded: a broker or a client that does not answer must not hold the shutdown.
+        grace = self.settings.shutdown_timeout_seconds
+        with contextlib.suppress(TimeoutError):
+            if isinstance(self.consumer, BatchConsumer):
+                await asyncio.wait_for(self.consumer.stop(grace), 2 * grace + 1)
+            else:
+                await asyncio.wait_for(self.consumer.stop(), grace)
         if self._in_flight:  # the bus's handlers
-            await asyncio.wait(set(self._in_flight), timeout=self.settings.shutdown_timeout_seconds)
+            await asyncio.wait(set(self._in_flight), timeout=grace)
         if self._http is not None:
-            await self._http.cleanup()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._http.cleanup(), grace)
         if self.bus is None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.connection.close(), 5.0)

@@ -87,8 +87,8 @@ class BatchConsumer(Generic[T]):
         closes)."""
         self._channel.reopen_callbacks.discard(self._on_reopen)
         if self._raw is not None and self._tag is not None and not self._raw.is_closed:
-            try:
-                await self._raw.basic_cancel(self._tag)
+            try:  # bounded: a broker that does not answer must not hold the shutdown
+                await asyncio.wait_for(self._raw.basic_cancel(self._tag), drain_seconds)
             except Exception as exc:  # the channel may be gone already
                 log.debug("%s: cancel failed: %r", self._name, exc)
         self._tag = None
