@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from wallet.bench import parse_args
+from wallet.bench.report import HEADER, cells
 from wallet.bench.runner import Check, Row, phase, set_ratios, settle
 from wallet.bench.services import CpuUse
 from wallet.bench.wrk import WrkError, WrkResult, parse_result, wrk_command
@@ -120,20 +121,24 @@ async def test_settle_passes_once_the_read_catches_up_and_reports_a_mismatch() -
     assert check.text == "MISMATCH balance 0.99 != expected 1.01 (diff -0.02)"
 
 
-def test_ratios_use_the_ceiling_measured_just_before_each_workload() -> None:
-    def row(name: str, kind: str, ok: int, ceiling_rps: float | None = None) -> Row:
+def test_ratios_use_the_ceilings_measured_on_either_side_of_each_workload() -> None:
+    def row(name: str, kind: str, ok: int, before: float | None = None, after: float | None = None) -> Row:
         result = WrkResult(ok, 0, ok, ok, 10.0, 1.0, 1.0, 1.0, 1.0, 0, 0, 0, 0)
         cpu = CpuUse(wall=10.0, server=1, wrk=1, postgres=0, machine=2)
-        return Row(name, kind, result, result, cpu, ceiling_rps=ceiling_rps)  # type: ignore[arg-type]
+        return Row(name, kind, result, result, cpu, ceiling_rps=before, ceiling_after_rps=after)  # type: ignore[arg-type]
 
     rows = [
         row("ceiling", "post", 50_000),
         row("ceiling-get", "get", 70_000),
-        row("hot", "post", 30_000, ceiling_rps=6_000.0),  # 3,000 req/s against the adjacent 6,000
+        row("hot", "post", 30_000, before=4_000.0, after=8_000.0),  # 3,000 req/s against their mean
+        row("spread", "post", 30_000, before=6_000.0),  # measured before only: against it
         row("reads", "get", 35_000),  # no adjacent measurement: the first GET ceiling
     ]
     set_ratios(rows)
-    assert [r.ratio for r in rows] == [1.0, 1.0, pytest.approx(0.5), pytest.approx(0.5)]
+    assert [r.ratio for r in rows] == [1.0, 1.0, pytest.approx(0.5), pytest.approx(0.5), pytest.approx(0.5)]
+    assert [r.ceiling_drift for r in rows] == [None, None, pytest.approx(1.0), None, None]
+    hot = cells(rows[2])
+    assert hot[HEADER.index("ceiling req/s")] == "6,000" and hot[HEADER.index("ceiling drift")] == "+100%"
 
 
 def test_parse_args_instances() -> None:

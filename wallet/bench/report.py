@@ -22,6 +22,7 @@ HEADER = (
     "errors",
     "ratio",
     "ceiling req/s",
+    "ceiling drift",
     "wrk CPU",
     "server CPU",
     "server µs/req",
@@ -42,7 +43,8 @@ def cells(row: Row) -> tuple[str, ...]:
         f"{r.p99_ms:.2f}",
         str(row.errors),
         "-" if row.ratio is None else f"{row.ratio:.2f}",
-        "-" if row.ceiling_rps is None else f"{row.ceiling_rps:,.0f}",
+        "-" if row.adjacent_ceiling is None else f"{row.adjacent_ceiling:,.0f}",
+        "-" if row.ceiling_drift is None else f"{row.ceiling_drift:+.0%}",
         f"{cpu.share(cpu.wrk):.0%}",
         f"{cpu.share(cpu.server):.0%}",
         per_request(cpu.server, r.ok),
@@ -121,7 +123,9 @@ def markdown(rows: list[Row], opts: Options) -> str:
         f"{opts.connections} connections, {opts.duration:g} s per workload after a {WARMUP_S:g} s "
         f"warm-up; spread and reads over {opts.wallets} wallets; authentication: {opts.auth}. "
         "Ratios are to the bare aiohttp "
-        "ceiling (POST or GET) measured just before each workload (its req/s in the ceiling column); "
+        "ceiling (POST or GET) measured just before and just after each workload (the mean of the "
+        "two in the ceiling column; how far it moved across the workload, after ÷ before - 1, in the "
+        "drift column); "
         "CPU is the share of one core over the measured window; µs/req is that CPU per answered "
         "request (the least disturbed figure on a busy machine).",
     ]

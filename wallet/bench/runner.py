@@ -116,8 +116,24 @@ class Row:
     cpu: CpuUse  # used during the run's sending window
     check: Check | None = None
     ratio: float | None = None
-    # The ceiling (same kind) measured just before this workload; the ratio is against it.
+    # The ceiling (same kind) measured just before this workload, and just after it.
     ceiling_rps: float | None = None
+    ceiling_after_rps: float | None = None
+
+    @property
+    def adjacent_ceiling(self) -> float | None:
+        """What the ratio is against: the mean of the ceilings measured on either side, which a
+        steady drift of the machine's speed during the run moves least (else the one before)."""
+        if self.ceiling_rps is None or self.ceiling_after_rps is None:
+            return self.ceiling_rps
+        return (self.ceiling_rps + self.ceiling_after_rps) / 2
+
+    @property
+    def ceiling_drift(self) -> float | None:
+        """How much the ceiling moved across the run (after ÷ before - 1), if measured twice."""
+        if not self.ceiling_rps or self.ceiling_after_rps is None:
+            return None
+        return self.ceiling_after_rps / self.ceiling_rps - 1
 
     @property
     def acknowledged(self) -> int:
@@ -184,8 +200,9 @@ async def settle(
 
 class Ceiling:
     """The bare aiohttp server, running for the whole bench: measured first, and again right
-    before each service workload. This shared machine's speed drifts (the ceiling moved by up to
-    45% between runs minutes apart), so each ratio compares two measurements a few seconds apart."""
+    before and right after each service workload. This shared machine's speed drifts (the ceiling
+    moved by up to 45% between runs minutes apart, and by 2x between two measurements a minute
+    apart on 2026-12-07's machine), so each ratio is against the ceilings on either side of it."""
 
     def __init__(self, opts: Options) -> None:
         self.opts = opts
@@ -592,11 +609,19 @@ async def run_service(
                         adjacent = await ceiling.measure(
                             WORKLOAD_KINDS[name], f"ceiling before {name}", keyed=keyed
                         )
+                    measured = []
                     for label, bench in benches:
                         row = await bench.run(name, keyed)
                         row.name += label
                         row.ceiling_rps = None if adjacent is None else adjacent.run.rps
-                        rows.append(row)
+                        measured.append(row)
+                    if ceiling is not None:
+                        after = await ceiling.measure(
+                            WORKLOAD_KINDS[name], f"ceiling after {name}", keyed=keyed
+                        )
+                        for row in measured:
+                            row.ceiling_after_rps = after.run.rps
+                    rows += measured
             if "alerts" in names:  # before the worker workload, which deletes the run's exchange
                 alerts += await benches[0][1].alerts(stream)
             if "worker" in names:
@@ -654,11 +679,13 @@ async def bench_credential(mode: str, db_url: str, env: dict[str, str]) -> str |
 
 
 def set_ratios(rows: list[Row]) -> None:
-    """Each service workload against the ceiling measured just before it, else the first one."""
+    """Each service workload against the ceilings measured on either side of it (else just
+    before it, else the first one)."""
     ceilings = {"post": "ceiling", "get": "ceiling-get"}
     rps = {row.name: row.run.rps for row in rows}
     for row in rows:
-        ceiling = row.ceiling_rps if row.ceiling_rps is not None else rps.get(ceilings[row.kind], 0.0)
+        adjacent = row.adjacent_ceiling
+        ceiling = adjacent if adjacent is not None else rps.get(ceilings[row.kind], 0.0)
         row.ratio = row.run.rps / ceiling if ceiling > 0 else None
 
 
