@@ -82,6 +82,12 @@ def internal_error(message: str) -> Refused:
 Outcome = Accepted | Rejected | Refused
 
 
+# The fingerprint's canonical JSON, encoded by one encoder made once (``json.dumps`` with these
+# options makes one a call). The bytes are ``json.dumps(..., sort_keys=True, default=str)``'s, as
+# every stored fingerprint's were, so a retry sent across an upgrade still matches its record.
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=str, check_circular=False)
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyKey:
     """``key``: the identity the record is stored under, an opaque string the service composes
@@ -93,7 +99,7 @@ class IdempotencyKey:
     @classmethod
     def for_request(cls, key: str, operation: str, wallet_id: str, params: dict[str, Any]) -> IdempotencyKey:
         """The key of a request: its fingerprint is operation, wallet and validated parameters."""
-        canonical = json.dumps([operation, wallet_id, params], sort_keys=True, default=str)
+        canonical = _CANONICAL.encode([operation, wallet_id, params])
         return cls(key, hashlib.sha256(canonical.encode()).hexdigest())
 
 
