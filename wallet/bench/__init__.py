@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import aiohttp
 import asyncpg
@@ -25,6 +28,8 @@ from wallet.bench.worker_drain import DrainError, DrainRow
 from wallet.bench.wrk import WrkError
 
 DEFAULTS = Options()
+T = TypeVar("T")
+TERMINATED = 128 + signal.SIGTERM  # the exit code of a bench stopped by SIGTERM, as a shell reports it
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -113,6 +118,20 @@ def parse_args(argv: list[str] | None) -> Options:
     )
 
 
+async def cancelled_on_sigterm(work: Coroutine[Any, Any, T]) -> T:
+    """``work``, cancelled by SIGTERM as by Ctrl-C, so that its ``finally`` blocks stop the servers
+    it started and drop its database: killed outright, the bench left them running, and the next
+    run's probes found the old servers answering on its ports."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     if opts.workloads != ("worker",) and shutil.which("wrk") is None:
@@ -121,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     drains: list[DrainRow] = []
     alerts: list[AlertRow] = []
     try:
-        rows = asyncio.run(run(opts, drains, alerts))
+        rows = asyncio.run(cancelled_on_sigterm(run(opts, drains, alerts)))
+    except asyncio.CancelledError:
+        print("bench: terminated; the servers it started are stopped, its database dropped", file=sys.stderr)
+        return TERMINATED
     except (
         BenchError,
         StartError,

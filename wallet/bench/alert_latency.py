@@ -222,7 +222,7 @@ class Worker:
         async with await aio_pika.connect(self.settings.rabbitmq_url, timeout=10) as connection:
             await declare_queue(await connection.channel(), fraud_topology(self.settings))
         env = worker_env(self.settings, self.db_url, self.env)
-        self.server = spawn("alerts-worker", ["-m", "wallet", "worker"], 0, env)
+        self.server = spawn("alerts-worker", ["-m", "wallet", "worker"], 0, env, listens=False)
         deadline = time.monotonic() + WORKER_START_S
         while await self.consumers() < 1:
             if self.server.proc.poll() is not None:

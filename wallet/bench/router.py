@@ -17,6 +17,8 @@ from pathlib import Path
 
 import aiohttp
 
+from wallet.bench.services import ensure_port_free
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = REPO_ROOT / "deploy" / "haproxy.cfg"
 MAX_INSTANCES = 4  # servers api1..api4 in the configuration
@@ -46,6 +48,7 @@ class Router:
         if not os.access(HAPROXY, os.X_OK):
             raise RouterError("haproxy is not installed (apt-get install haproxy)")
         self.port = port
+        self.stats_port = stats_port
         self.base_url = f"http://127.0.0.1:{port}"
         self.stats_url = f"http://127.0.0.1:{stats_port}/metrics"
         self.env = router_env(f"127.0.0.1:{port}", f"127.0.0.1:{stats_port}", instances)
@@ -56,6 +59,8 @@ class Router:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Router:
+        ensure_port_free(self.port, "the router")
+        ensure_port_free(self.stats_port, "the router's statistics")
         with self.log_path.open("wb") as out:
             self.proc = subprocess.Popen(
                 [HAPROXY, "-db", "-f", str(HAPROXY_CFG)],

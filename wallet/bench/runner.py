@@ -551,7 +551,9 @@ class System:
             self.servers.append(spawn(f"service{self.label}-{k + 1}", ["-m", "wallet", "serve"], port, env))
             if opts.relay == "separate" and self.relay is None:
                 relay_env = env | {"OUTBOX_RELAY_ENABLED": "true"}
-                self.relay = spawn(f"relay{self.label}", ["-m", "wallet", "relay"], port, relay_env)
+                self.relay = spawn(
+                    f"relay{self.label}", ["-m", "wallet", "relay"], port, relay_env, listens=False
+                )
         for server in self.servers:  # started together: the first applies the migrations
             await wait_ready(server, ["/health/live", "/v1/wallet/x"])
         if instances > 1:

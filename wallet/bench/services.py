@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -75,8 +76,28 @@ class Server:
         return code
 
 
-def spawn(name: str, args: list[str], port: int, env: Mapping[str, str] | None = None) -> Server:
-    """Start ``python <args>`` from the repository root, its output going to a log file."""
+def ensure_port_free(port: int, what: str) -> None:
+    """Refuse to start ``what`` on a port something already listens on: the readiness probe would
+    get its answers from that (a server left by an interrupted run, perhaps of other code), and the
+    run would measure it while the process started here died on the taken port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise StartError(
+                f"port {port}, where {what} would listen, is taken ({exc.strerror}): stop what "
+                "holds it (a server left by an earlier run?) or pass another --port-base"
+            ) from exc
+
+
+def spawn(
+    name: str, args: list[str], port: int, env: Mapping[str, str] | None = None, *, listens: bool = True
+) -> Server:
+    """Start ``python <args>`` from the repository root, its output going to a log file; a server
+    that ``listens`` on ``port`` only once the port is free."""
+    if listens:
+        ensure_port_free(port, name)
     fd, log = tempfile.mkstemp(prefix=f"wallet-bench-{name}-", suffix=".log")
     with os.fdopen(fd, "wb") as out:
         proc = subprocess.Popen(

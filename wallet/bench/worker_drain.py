@@ -152,7 +152,9 @@ class WorkerDrain:
             alerts_before = await conn.fetchval("SELECT count(*) FROM fraud_alerts")
             env = worker_env(self.settings, self.db_url)
             started = time.monotonic()
-            procs = [spawn(f"worker{k}", ["-m", "wallet", "worker"], 0, env) for k in range(workers)]
+            procs = [
+                spawn(f"worker{k}", ["-m", "wallet", "worker"], 0, env, listens=False) for k in range(workers)
+            ]
             first: tuple[float, int, float] | None = None  # when, how many done, CPU so far
             try:
                 while True:
