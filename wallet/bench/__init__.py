@@ -120,8 +120,7 @@ def parse_args(argv: list[str] | None) -> Options:
 
 async def cancelled_on_sigterm(work: Coroutine[Any, Any, T]) -> T:
     """``work``, cancelled by SIGTERM as by Ctrl-C, so that its ``finally`` blocks stop the servers
-    it started and drop its database: killed outright, the bench left them running, and the next
-    run's probes found the old servers answering on its ports."""
+    it started and drop its database; left running, they would answer on the next run's ports."""
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()

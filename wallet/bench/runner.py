@@ -200,9 +200,8 @@ async def settle(
 
 class Ceiling:
     """The bare aiohttp server, running for the whole bench: measured first, and again right
-    before and right after each service workload. This shared machine's speed drifts (the ceiling
-    moved by up to 45% between runs minutes apart, and by 2x between two measurements a minute
-    apart on 2026-12-07's machine), so each ratio is against the ceilings on either side of it."""
+    before and right after each service workload. A shared machine's speed drifts within minutes
+    (DESIGN.md §8), so each ratio is against the ceilings on either side of it."""
 
     def __init__(self, opts: Options) -> None:
         self.opts = opts
