@@ -8,7 +8,7 @@ import pytest
 
 from wallet.bench import parse_args
 from wallet.bench.report import HEADER, cells
-from wallet.bench.runner import Check, Row, phase, set_ratios, settle
+from wallet.bench.runner import Check, Row, beside_keyed, phase, set_ratios, settle
 from wallet.bench.services import CpuUse
 from wallet.bench.wrk import WrkError, WrkResult, parse_result, wrk_command
 
@@ -185,10 +185,35 @@ def test_the_worker_workload_and_its_backlog_size_are_options_and_its_rows_rende
 def test_writes_are_keyed_by_default_and_both_ways_on_request() -> None:
     keyed = parse_args([])
     assert (keyed.keys, keyed.relay) == ("on", "in-process")
-    assert [keyed.variants(w) for w in ("hot", "spread", "transfers", "reads")] == [[True]] * 3 + [[False]]
+    assert [keyed.keyed(w) for w in ("hot", "spread", "transfers", "reads")] == [True] * 3 + [False]
+    assert keyed.sessions(["hot", "reads"]) == [(keyed, ["hot", "reads"])]
+    assert not parse_args(["--keys", "off"]).keyed("transfers")
+
+
+def test_both_ways_run_the_key_less_writes_in_a_session_of_their_own() -> None:
     both = parse_args(["--keys", "both", "--relay", "separate"])
-    assert both.variants("hot") == [True, False] and both.variants("reads") == [False]
-    assert parse_args(["--keys", "off"]).variants("transfers") == [False]
+    (first, names), (second, keyless) = both.sessions(["hot", "reads", "transfers", "worker"])
+    assert (first.keys, names) == ("on", ["hot", "reads", "transfers", "worker"])
+    assert (second.keys, second.relay, keyless) == ("off", "separate", ["hot", "transfers"])
+    assert [o.keys for o, _ in both.sessions(["reads"])] == ["on"]
+
+
+def test_key_less_rows_stand_beside_their_keyed_twins() -> None:
+    def row(name: str) -> Row:
+        result = WrkResult(1, 0, 1, 1, 10.0, 1.0, 1.0, 1.0, 1.0, 0, 0, 0, 0)
+        return Row(name, "post", result, result, CpuUse(wall=10.0, server=1, wrk=1, postgres=0, machine=2))
+
+    keyed = [row("hot"), row("hot x2"), row("reads"), row("transfers")]
+    merged = beside_keyed(keyed, [row("hot (no key)"), row("hot (no key) x2"), row("transfers (no key)")])
+    assert [r.name for r in merged] == [
+        "hot",
+        "hot (no key)",
+        "hot x2",
+        "hot (no key) x2",
+        "reads",
+        "transfers",
+        "transfers (no key)",
+    ]
 
 
 def test_the_warm_up_and_the_run_send_different_keys() -> None:

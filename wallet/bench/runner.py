@@ -48,7 +48,7 @@ WORKLOADS = ("ceiling", "hot", "spread", "reads", "transfers", "worker", "alerts
 # Workloads with a fraud worker on the run's own exchange and queue; not wrk rows of their own.
 STREAM_WORKLOADS = ("alerts", "worker")
 WRITES = ("hot", "spread", "transfers")  # sent with a unique X-Request-ID each, unless keys are off
-KEYS = ("on", "off", "both")  # both: each write workload keyed, then key-less
+KEYS = ("on", "off", "both")  # both: the write workloads keyed, then again key-less (Options.sessions)
 RELAYS = ("in-process", "separate")  # where the events are published during the measurement
 NO_KEY = " (no key)"  # the name suffix of a key-less write workload
 # Ports above --port-base: the ceiling is at +0, the single service at +1.
@@ -94,11 +94,20 @@ class Options:
     keys: str = "on"
     relay: str = "in-process"
 
-    def variants(self, name: str) -> list[bool]:
-        """Whether each run of workload ``name`` is keyed, in order (reads never are)."""
-        if name not in WRITES or self.keys == "off":
-            return [False]
-        return [True, False] if self.keys == "both" else [True]
+    def keyed(self, name: str) -> bool:
+        """Whether workload ``name`` sends a unique X-Request-ID on every request (reads never do)."""
+        return name in WRITES and self.keys != "off"
+
+    def sessions(self, names: list[str]) -> list[tuple[Options, list[str]]]:
+        """The service sessions of a run, each with a database and a service of its own: the
+        workloads in ``names`` with these options, and with keys "both" the write workloads again
+        key-less in a second session, so that neither variant runs on what the other left behind
+        (a grown database, its autovacuum and checkpoints, which slowed whichever ran second)."""
+        if self.keys != "both":
+            return [(self, names)]
+        keyless = [n for n in names if n in WRITES]
+        first = (replace(self, keys="on"), names)
+        return [first, (replace(self, keys="off"), keyless)] if keyless else [first]
 
 
 @dataclass(frozen=True)
@@ -602,27 +611,25 @@ async def run_service(
             ]
             rows = []
             for name in (n for n in names if n not in STREAM_WORKLOADS):
-                for keyed in opts.variants(name):
-                    adjacent = None
-                    if ceiling is not None:
-                        for _, bench in benches:  # funding first: the measurements stay adjacent
-                            await bench.prepare(name)
-                        adjacent = await ceiling.measure(
-                            WORKLOAD_KINDS[name], f"ceiling before {name}", keyed=keyed
-                        )
-                    measured = []
-                    for label, bench in benches:
-                        row = await bench.run(name, keyed)
-                        row.name += label
-                        row.ceiling_rps = None if adjacent is None else adjacent.run.rps
-                        measured.append(row)
-                    if ceiling is not None:
-                        after = await ceiling.measure(
-                            WORKLOAD_KINDS[name], f"ceiling after {name}", keyed=keyed
-                        )
-                        for row in measured:
-                            row.ceiling_after_rps = after.run.rps
-                    rows += measured
+                keyed = opts.keyed(name)
+                adjacent = None
+                if ceiling is not None:
+                    for _, bench in benches:  # funding first: the measurements stay adjacent
+                        await bench.prepare(name)
+                    adjacent = await ceiling.measure(
+                        WORKLOAD_KINDS[name], f"ceiling before {name}", keyed=keyed
+                    )
+                measured = []
+                for label, bench in benches:
+                    row = await bench.run(name, keyed)
+                    row.name += label
+                    row.ceiling_rps = None if adjacent is None else adjacent.run.rps
+                    measured.append(row)
+                if ceiling is not None:
+                    after = await ceiling.measure(WORKLOAD_KINDS[name], f"ceiling after {name}", keyed=keyed)
+                    for row in measured:
+                        row.ceiling_after_rps = after.run.rps
+                rows += measured
             if "alerts" in names:  # before the worker workload, which deletes the run's exchange
                 alerts += await benches[0][1].alerts(stream)
             if "worker" in names:
@@ -679,6 +686,17 @@ async def bench_credential(mode: str, db_url: str, env: dict[str, str]) -> str |
     return token
 
 
+def beside_keyed(rows: list[Row], keyless: list[Row]) -> list[Row]:
+    """``rows`` with each row of ``keyless`` placed after the keyed row of its workload (at the
+    end if there is none)."""
+    merged = list(rows)
+    for row in keyless:
+        twin = row.name.replace(NO_KEY, "")
+        at = next((i + 1 for i, r in enumerate(merged) if r.name == twin), len(merged))
+        merged.insert(at, row)
+    return merged
+
+
 def set_ratios(rows: list[Row]) -> None:
     """Each service workload against the ceilings measured on either side of it (else just
     before it, else the first one)."""
@@ -709,9 +727,12 @@ async def run(
                     routed.ceiling_rps = row.run.rps  # its ratio: what the hop leaves of the ceiling
                     rows.append(routed)
         service = [name for name in opts.workloads if name != "ceiling"]
-        if service:
-            drains = [] if drains is None else drains
-            rows += await run_service(opts, service, ceiling, drains, [] if alerts is None else alerts)
+        drains = [] if drains is None else drains
+        alerts = [] if alerts is None else alerts
+        measured: list[Row] = []
+        for session_opts, names in opts.sessions(service) if service else []:
+            measured = beside_keyed(measured, await run_service(session_opts, names, ceiling, drains, alerts))
+        rows += measured
     finally:
         if ceiling is not None:
             ceiling.stop()
