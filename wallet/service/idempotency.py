@@ -12,6 +12,7 @@ no round trip of its own, and across instances the database's unique key settles
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,9 +31,18 @@ def _reuse(render: Render) -> Reply:
     return render(Rejected(IdempotencyKeyReuseError("X-Request-ID was already used for a different request")))
 
 
+def _reply_of(done: asyncio.Future[Reply], render: Render) -> Reply:
+    """The reply a settled command future stands for: its result, or 503 if it failed."""
+    if done.cancelled() or done.exception() is not None:
+        return render(unavailable("request failed; retry"))
+    return done.result()
+
+
 class IdempotencyGate:
     def __init__(self, deadlines: Deadlines) -> None:
         self._deadlines = deadlines  # how long a request, or a duplicate, waits for its reply
+        # Each key in flight: the first request's fingerprint and its command's own future, which
+        # only the command's outcome settles (never a timeout), so the key stays in flight till then.
         self._in_flight: dict[str, tuple[str, asyncio.Future[Reply]]] = {}
 
     async def run(
@@ -46,54 +56,45 @@ class IdempotencyGate:
             first_fingerprint, first = existing
             if first_fingerprint != key.fingerprint:
                 return _reuse(render)
-            reply = await self._wait(first, render, duplicate=True)
+            reply = await self._wait(first, render)
             return reply if reply.status >= 500 or reply.replayed else replace(reply, replayed=True)
 
-        # Settled by the command's own outcome, never by a timeout: the key stays in flight until
-        # then, so a retry cannot start a second effect while the first may still commit.
-        settled: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._in_flight[key.key] = (key.fingerprint, settled)
+        sent = send()
+        # What this request awaits: answered when ``sent`` settles, or failed by the deadline
+        # sweeper, which must not touch ``sent`` itself (a duplicate may still be following it).
+        answer: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._in_flight[key.key] = (key.fingerprint, sent)
+        sent.add_done_callback(functools.partial(self._settled, key.key, answer, render))
+        self._deadlines.watch(answer)
         try:
-            sent = send()
-        except BaseException:
-            self._settle(key.key, settled, render(unavailable("request failed; retry")))
-            raise
+            return await answer
+        except CommandTimedOutError:
+            return render(unavailable("timed out waiting for the wallet; retry with the same X-Request-ID"))
 
-        def on_sent(done: asyncio.Future[Reply]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                if not done.cancelled():
-                    log.warning("request with X-Request-ID failed: %r", done.exception())
-                reply = render(unavailable("request failed; retry"))
-            else:
-                reply = done.result()
-            self._settle(key.key, settled, reply)  # the key is never left stuck in flight
+    def _settled(
+        self, key: str, answer: asyncio.Future[Reply], render: Render, sent: asyncio.Future[Reply]
+    ) -> None:
+        if not sent.cancelled() and sent.exception() is not None:
+            log.warning("request with X-Request-ID failed: %r", sent.exception())
+        if not answer.done():
+            answer.set_result(_reply_of(sent, render))
+        if self._in_flight.get(key, (None, None))[1] is sent:
+            del self._in_flight[key]  # the key is never left stuck in flight
 
-        sent.add_done_callback(on_sent)
-        return await self._wait(settled, render, duplicate=False)
-
-    async def _wait(self, future: asyncio.Future[Reply], render: Render, *, duplicate: bool) -> Reply:
-        """``future``'s reply, or a refusal once the command timeout has passed. A waiter future
-        watched by the shared deadline sweeper, not a timer per request."""
-        if future.done():
-            return future.result()
+    async def _wait(self, first: asyncio.Future[Reply], render: Render) -> Reply:
+        """A duplicate's reply: ``first``'s, or 409 once the command timeout has passed."""
+        if first.done():
+            return _reply_of(first, render)
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
 
         def relay(done: asyncio.Future[Reply]) -> None:
             if not waiter.done():
-                waiter.set_result(done.result())
+                waiter.set_result(_reply_of(done, render))
 
-        future.add_done_callback(relay)
+        first.add_done_callback(relay)
         self._deadlines.watch(waiter)
         try:
             return await waiter
         except CommandTimedOutError:
-            future.remove_done_callback(relay)
-            if duplicate:
-                return render(key_in_flight("a request with this X-Request-ID is still in flight"))
-            return render(unavailable("timed out waiting for the wallet; retry with the same X-Request-ID"))
-
-    def _settle(self, key: str, settled: asyncio.Future[Reply], reply: Reply) -> None:
-        if not settled.done():
-            settled.set_result(reply)
-        if self._in_flight.get(key, (None, None))[1] is settled:
-            del self._in_flight[key]
+            first.remove_done_callback(relay)
+            return render(key_in_flight("a request with this X-Request-ID is still in flight"))
