@@ -36,12 +36,17 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def started(gate: IdempotencyGate, commands: Commands) -> asyncio.Future[Reply]:
+    """A request with ``KEY`` in a task of its own, run until it waits."""
+    request = asyncio.ensure_future(gate.run(KEY, render, commands.send))
+    await settle()
+    return request
+
+
 async def test_a_duplicate_in_flight_gets_the_first_reply_replayed_and_starts_nothing() -> None:
     gate, commands = IdempotencyGate(Deadlines(30.0)), Commands()
-    first = asyncio.ensure_future(gate.run(KEY, render, commands.send))
-    await settle()
-    duplicate = asyncio.ensure_future(gate.run(KEY, render, commands.send))
-    await settle()
+    first = await started(gate, commands)
+    duplicate = await started(gate, commands)
     commands.futures[0].set_result(Reply(200, {"balance": "1.00"}))
     assert (await first) == Reply(200, {"balance": "1.00"})
     assert (await duplicate) == Reply(200, {"balance": "1.00"}, replayed=True)
@@ -50,8 +55,7 @@ async def test_a_duplicate_in_flight_gets_the_first_reply_replayed_and_starts_no
 
 async def test_another_request_with_a_key_in_flight_is_refused_at_once() -> None:
     gate, commands = IdempotencyGate(Deadlines(30.0)), Commands()
-    first = asyncio.ensure_future(gate.run(KEY, render, commands.send))
-    await settle()
+    first = await started(gate, commands)
     other = await gate.run(IdempotencyKey(KEY.key, "fingerprint-b"), render, commands.send)
     assert (other.status, other.body["error"]) == (422, "IdempotencyKeyReuseError")
     commands.futures[0].set_result(Reply(200, {}))
@@ -62,15 +66,13 @@ async def test_another_request_with_a_key_in_flight_is_refused_at_once() -> None
 async def test_a_timed_out_request_leaves_its_key_in_flight_until_the_command_settles() -> None:
     deadlines = Deadlines(0.0)  # every wait is past its deadline at the next sweep
     gate, commands = IdempotencyGate(deadlines), Commands()
-    first = asyncio.ensure_future(gate.run(KEY, render, commands.send))
-    await settle()
+    first = await started(gate, commands)
     deadlines.sweep()
     timed_out = await first
     assert (timed_out.status, timed_out.body["error"]) == (503, "ServiceUnavailableError")
     assert not commands.futures[0].done()  # the command itself is untouched
 
-    retry = asyncio.ensure_future(gate.run(KEY, render, commands.send))
-    await settle()
+    retry = await started(gate, commands)
     deadlines.sweep()
     in_flight = await retry
     assert (in_flight.status, in_flight.body["error"]) == (409, "IdempotencyKeyInFlightError")
@@ -78,8 +80,7 @@ async def test_a_timed_out_request_leaves_its_key_in_flight_until_the_command_se
 
     commands.futures[0].set_result(Reply(200, {"balance": "1.00"}))
     await settle()
-    after = asyncio.ensure_future(gate.run(KEY, render, commands.send))
-    await settle()
+    after = await started(gate, commands)
     assert len(commands.futures) == 2  # settled: the key left the gate (the flush replays it)
     commands.futures[1].set_result(Reply(200, {"balance": "1.00"}, replayed=True))
     assert (await after).replayed
@@ -87,26 +88,21 @@ async def test_a_timed_out_request_leaves_its_key_in_flight_until_the_command_se
 
 async def test_a_failed_command_answers_503_to_everyone_and_frees_its_key() -> None:
     gate, commands = IdempotencyGate(Deadlines(30.0)), Commands()
-    first = asyncio.ensure_future(gate.run(KEY, render, commands.send))
-    await settle()
-    duplicate = asyncio.ensure_future(gate.run(KEY, render, commands.send))
-    await settle()
+    first = await started(gate, commands)
+    duplicate = await started(gate, commands)
     commands.futures[0].set_exception(RuntimeError("connection lost"))
     assert [(await first).status, (await duplicate).status] == [503, 503]
-    retry = asyncio.ensure_future(gate.run(KEY, render, commands.send))
-    await settle()
+    retry = await started(gate, commands)
     commands.futures[1].set_result(Reply(200, {}))
     assert (await retry).status == 200 and len(commands.futures) == 2
 
 
 async def test_a_cancelled_request_does_not_cancel_its_command() -> None:
     gate, commands = IdempotencyGate(Deadlines(30.0)), Commands()
-    first = asyncio.ensure_future(gate.run(KEY, render, commands.send))
-    await settle()
+    first = await started(gate, commands)
     first.cancel()
     await settle()
     assert not commands.futures[0].cancelled()
-    duplicate = asyncio.ensure_future(gate.run(KEY, render, commands.send))
-    await settle()
+    duplicate = await started(gate, commands)
     commands.futures[0].set_result(Reply(200, {}))
     assert (await duplicate).replayed and len(commands.futures) == 1
