@@ -20,7 +20,17 @@ import aiohttp
 import asyncpg
 
 from wallet.bench.alert_latency import AlertLatencyError, AlertRow
-from wallet.bench.report import alert_markdown, alert_table, drain_markdown, drain_table, markdown, text_table
+from wallet.bench.key_cost import KeyCostRow
+from wallet.bench.report import (
+    alert_markdown,
+    alert_table,
+    drain_markdown,
+    drain_table,
+    key_cost_markdown,
+    key_cost_table,
+    markdown,
+    text_table,
+)
 from wallet.bench.router import MAX_INSTANCES, RouterError
 from wallet.bench.runner import AUTH_MODES, KEYS, RELAYS, WORKLOADS, BenchError, Options, run
 from wallet.bench.services import StartError
@@ -86,6 +96,13 @@ def parse_args(argv: list[str] | None) -> Options:
         help="who publishes the events during the run: the API process (in-process, as a bare "
         "`wallet serve`) or `wallet relay` in its own process (separate, as compose deploys)",
     )
+    parser.add_argument(
+        "--key-pairs",
+        type=int,
+        default=DEFAULTS.key_pairs,
+        help="after the rows, each write workload keyed and key-less in turn on the same service, "
+        "this many pairs of windows (ABBA): the key's cost without the machine's swings",
+    )
     args = parser.parse_args(argv)
 
     workloads = tuple(w.strip() for w in args.workloads.split(",") if w.strip())
@@ -98,8 +115,8 @@ def parse_args(argv: list[str] | None) -> Options:
         parser.error(f"--instances takes 1 to {MAX_INSTANCES}")
     if args.duration <= 0 or args.wallets < 1 or args.connections < args.threads or args.threads < 1:
         parser.error("need duration > 0, wallets >= 1, connections >= threads >= 1")
-    if args.events < 1:
-        parser.error("need events >= 1")
+    if args.events < 1 or args.key_pairs < 0:
+        parser.error("need events >= 1 and key pairs >= 0")
     return Options(
         duration=args.duration,
         connections=args.connections,
@@ -115,6 +132,7 @@ def parse_args(argv: list[str] | None) -> Options:
         events=args.events,
         keys=args.keys,
         relay=args.relay,
+        key_pairs=args.key_pairs,
     )
 
 
@@ -138,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     drains: list[DrainRow] = []
     alerts: list[AlertRow] = []
+    costs: list[KeyCostRow] = []
     try:
-        rows = asyncio.run(cancelled_on_sigterm(run(opts, drains, alerts)))
+        rows = asyncio.run(cancelled_on_sigterm(run(opts, drains, alerts, costs)))
     except asyncio.CancelledError:
         print("bench: terminated; the servers it started are stopped, its database dropped", file=sys.stderr)
         return TERMINATED
@@ -158,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if rows:
         print(markdown(rows, opts) if opts.markdown else text_table(rows))
+    if costs:
+        print(key_cost_markdown(costs, opts) if opts.markdown else key_cost_table(costs))
     if alerts:  # in the order they ran
         print(alert_markdown(alerts, opts) if opts.markdown else alert_table(alerts))
     if drains:
         print(drain_markdown(drains, opts) if opts.markdown else drain_table(drains))
-    return 1 if any(row.failed for row in rows) or any(row.failed for row in alerts) else 0
+    failed = any(row.failed for row in rows) or any(row.failed for row in alerts)
+    return 1 if failed or any(row.failed for row in costs) else 0

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from wallet.bench.alert_latency import GRACE_S, POLL_EVERY_S, SAMPLE_EVERY_S, TARGET_P99_S, AlertRow
+from wallet.bench.key_cost import KeyCostRow
 from wallet.bench.runner import WARMUP_S, Options, Row
 from wallet.bench.worker_drain import DrainRow
 
@@ -235,3 +236,46 @@ def alert_markdown(rows: list[AlertRow], opts: Options) -> str:
         "share of one core over the load and that wait.",
     ]
     return markdown_table(lines, ALERT_HEADER, [alert_cells(row) for row in rows], alert_notes(rows))
+
+
+def key_cost_cells(row: KeyCostRow) -> tuple[str, ...]:
+    def rates(keyed: bool) -> str:
+        return " / ".join(f"{w.rps:,.0f}" for w in row.windows if w.keyed is keyed)
+
+    pair = row.pair_ratios
+    return (
+        row.name,
+        str(len(pair)),
+        rates(True),
+        rates(False),
+        "-" if row.ratio is None else f"{row.ratio:.2f}",
+        f"{min(pair):.2f} to {max(pair):.2f}" if pair else "-",
+        f"{max(w.p99_ms for w in row.windows):.1f}" if row.windows else "-",
+        "MISMATCH" if row.failed else "ok",
+    )
+
+
+KEY_COST_HEADER = (
+    "workload",
+    "pairs",
+    "keyed req/s (in order)",
+    "key-less req/s (in order)",
+    "keyed ÷ key-less",
+    "pairs' range",
+    "max p99 ms",
+    "checks",
+)
+
+
+def key_cost_table(rows: list[KeyCostRow]) -> str:
+    return "\n".join(aligned([KEY_COST_HEADER, *map(key_cost_cells, rows)]))
+
+
+def key_cost_markdown(rows: list[KeyCostRow], opts: Options) -> str:
+    lines = [
+        f"Key cost, {time.strftime('%Y-%m-%d %H:%M %Z')}: each write workload keyed and key-less in "
+        f"turn on one service and database, {opts.duration:g} s windows (after a {WARMUP_S:g} s "
+        "warm-up each) in ABBA order, so each pair meets the machine within seconds of itself; "
+        "keyed ÷ key-less of the sums, and the range of the pairs' own ratios.",
+    ]
+    return markdown_table(lines, KEY_COST_HEADER, [key_cost_cells(row) for row in rows], [])

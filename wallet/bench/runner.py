@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import secrets
 import sys
@@ -25,6 +26,7 @@ from wallet.bench.alert_latency import (
     sample_amount,
     sample_count,
 )
+from wallet.bench.key_cost import KeyCostRow, Window, paired_windows
 from wallet.bench.router import Router
 from wallet.bench.services import (
     CpuMeter,
@@ -93,6 +95,9 @@ class Options:
     events: int = 20_000  # the backlog of the worker workload
     keys: str = "on"
     relay: str = "in-process"
+    # Above 0: after the rows, each write workload keyed and key-less in turn on the same service,
+    # this many pairs of windows (key_cost.py): the key's cost, without the machine's swings.
+    key_pairs: int = 0
 
     def keyed(self, name: str) -> bool:
         """Whether workload ``name`` sends a unique X-Request-ID on every request (reads never do)."""
@@ -276,6 +281,7 @@ class ServiceBench:
         self.transfer_prefix = f"t-{self.runid}-"
         self.transfer_wallets = [f"{self.transfer_prefix}{k}" for k in range(TRANSFER_WALLETS)]
         self.transfers_funded = False
+        self.windows = itertools.count()  # each measured window's keys and hot wallet are its own
 
     async def prepare(self, name: str) -> None:
         """What a workload needs before it is measured (funding)."""
@@ -308,14 +314,14 @@ class ServiceBench:
     ) -> Awaitable[Row]:
         """``keyed``: every request gets a unique X-Request-ID (unique per workload and bench run)."""
         if keyed:
-            args = args | {"keys": f"{name}-{self.runid}"}
+            args = args | {"keys": f"{name}-{self.runid}-{next(self.windows)}"}
         else:
             name += NO_KEY if name in WRITES else ""
         url = self.target.base_url + path
         return measure(self.opts, name, kind, self.target, url, script, args | self.auth_args)
 
     async def hot(self, keyed: bool) -> Row:
-        wallet = f"hot-{self.runid}" + ("" if keyed else "-nk")  # each variant checks its own wallet
+        wallet = f"hot-{self.runid}-{next(self.windows)}"  # each window checks a wallet of its own
         args = {"method": "POST", "body": DEPOSIT_CENT}
         path = f"/v1/wallet/{wallet}/deposit"
         row = await self.measure("hot", "post", "fixed.lua", args, path, keyed=keyed)
@@ -355,6 +361,16 @@ class ServiceBench:
         row = await self.measure("transfers", "post", "transfer.lua", args, keyed=keyed)
         row.check = await settle(self.transfer_total, TRANSFER_FUNDING * len(wallets), "sum of balances")
         return row
+
+    async def key_cost(self, name: str) -> KeyCostRow:
+        """Write workload ``name`` keyed and key-less in turn on this service (key_cost.py)."""
+
+        async def window(keyed: bool) -> Window:
+            row = await self.run(name, keyed)
+            return Window(keyed, row.run.rps, row.run.p99_ms, row.check is None or row.check.ok)
+
+        await self.prepare(name)
+        return await paired_windows(name, self.opts.key_pairs, window)
 
     async def worker(self, stream: Settings) -> list[DrainRow]:
         """The worker workload: a backlog drained by one worker, another by two."""
@@ -586,9 +602,11 @@ async def run_service(
     ceiling: Ceiling | None,
     drains: list[DrainRow],
     alerts: list[AlertRow],
+    costs: list[KeyCostRow],
 ) -> list[Row]:
-    """The service workloads in ``names`` (rows returned), then the alerts and the worker workloads
-    if named, on the single instance (their rows appended to ``alerts`` and ``drains``)."""
+    """The service workloads in ``names`` (rows returned), then the key's cost on the write
+    workloads if asked (``opts.key_pairs``), the alerts and the worker workloads if named, on the
+    single instance (their rows appended to ``costs``, ``alerts`` and ``drains``)."""
     db_name = time.strftime("wallet_bench_%Y%m%d_%H%M%S")
     db_url = with_database(opts.database_url, db_name)
     stream = stream_settings(secrets.token_hex(4))
@@ -630,6 +648,9 @@ async def run_service(
                     for row in measured:
                         row.ceiling_after_rps = after.run.rps
                 rows += measured
+            if opts.key_pairs > 0:
+                for name in (n for n in names if n in WRITES):
+                    costs.append(await benches[0][1].key_cost(name))
             if "alerts" in names:  # before the worker workload, which deletes the run's exchange
                 alerts += await benches[0][1].alerts(stream)
             if "worker" in names:
@@ -709,10 +730,13 @@ def set_ratios(rows: list[Row]) -> None:
 
 
 async def run(
-    opts: Options, drains: list[DrainRow] | None = None, alerts: list[AlertRow] | None = None
+    opts: Options,
+    drains: list[DrainRow] | None = None,
+    alerts: list[AlertRow] | None = None,
+    costs: list[KeyCostRow] | None = None,
 ) -> list[Row]:
     """Every workload of ``opts``: the wrk rows returned, the worker workload's rows appended to
-    ``drains``, the alerts workload's to ``alerts``."""
+    ``drains``, the alerts workload's to ``alerts``, the key's cost to ``costs``."""
     rows: list[Row] = []
     ceiling = Ceiling(opts) if "ceiling" in opts.workloads else None
     try:
@@ -729,9 +753,13 @@ async def run(
         service = [name for name in opts.workloads if name != "ceiling"]
         drains = [] if drains is None else drains
         alerts = [] if alerts is None else alerts
+        costs = [] if costs is None else costs
         measured: list[Row] = []
-        for session_opts, names in opts.sessions(service) if service else []:
-            measured = beside_keyed(measured, await run_service(session_opts, names, ceiling, drains, alerts))
+        for i, (session_opts, names) in enumerate(opts.sessions(service) if service else []):
+            if i > 0:  # the key's cost is measured once, in the first session
+                session_opts = replace(session_opts, key_pairs=0)
+            session = await run_service(session_opts, names, ceiling, drains, alerts, costs)
+            measured = beside_keyed(measured, session)
         rows += measured
     finally:
         if ceiling is not None:

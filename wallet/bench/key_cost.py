@@ -1,0 +1,55 @@
+"""What the X-Request-ID costs a write workload, measured where the machine's swings cancel out.
+
+Separate runs of the keyed and the key-less variant meet the machine at different minutes, and on a
+shared machine its speed moves by more than the key costs (DESIGN.md §8). So the variants take turns
+on one service and one database, window after window in ABBA order (keyed, key-less, key-less,
+keyed, ...), each pair within a few seconds of itself, and the cost is the ratio of the sums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Window:
+    """One measured window of a workload: keyed or not, its rate, its tail, and whether the books
+    held after it (the workload's own check)."""
+
+    keyed: bool
+    rps: float
+    p99_ms: float
+    ok: bool
+
+
+@dataclass
+class KeyCostRow:
+    name: str
+    windows: list[Window] = field(default_factory=list)
+
+    def _rates(self, keyed: bool) -> list[float]:
+        return [w.rps for w in self.windows if w.keyed is keyed]
+
+    @property
+    def ratio(self) -> float | None:
+        """Keyed ÷ key-less requests per second, of the sums over all windows."""
+        keyless = sum(self._rates(False))
+        return sum(self._rates(True)) / keyless if keyless > 0 else None
+
+    @property
+    def pair_ratios(self) -> list[float]:
+        return [k / n for k, n in zip(self._rates(True), self._rates(False), strict=False) if n > 0]
+
+    @property
+    def failed(self) -> bool:
+        return not all(w.ok for w in self.windows)
+
+
+async def paired_windows(name: str, pairs: int, window: Callable[[bool], Awaitable[Window]]) -> KeyCostRow:
+    """``pairs`` pairs of windows of workload ``name`` in ABBA order; ``window(keyed)`` runs one."""
+    row = KeyCostRow(name)
+    for pair in range(pairs):
+        for keyed in (True, False) if pair % 2 == 0 else (False, True):
+            row.windows.append(await window(keyed))
+    return row
