@@ -175,13 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     ) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
+    tables = []
     if rows:
-        print(markdown(rows, opts) if opts.markdown else text_table(rows))
+        tables.append(markdown(rows, opts) if opts.markdown else text_table(rows))
     if costs:
-        print(key_cost_markdown(costs, opts) if opts.markdown else key_cost_table(costs))
+        tables.append(key_cost_markdown(costs, opts) if opts.markdown else key_cost_table(costs))
     if alerts:  # in the order they ran
-        print(alert_markdown(alerts, opts) if opts.markdown else alert_table(alerts))
+        tables.append(alert_markdown(alerts, opts) if opts.markdown else alert_table(alerts))
     if drains:
-        print(drain_markdown(drains, opts) if opts.markdown else drain_table(drains))
+        tables.append(drain_markdown(drains, opts) if opts.markdown else drain_table(drains))
+    if tables:
+        print("\n\n".join(tables))  # a blank line between tables: each stays its own in Markdown
     failed = any(row.failed for row in rows) or any(row.failed for row in alerts)
     return 1 if failed or any(row.failed for row in costs) else 0

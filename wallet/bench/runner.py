@@ -312,7 +312,7 @@ class ServiceBench:
         *,
         keyed: bool = False,
     ) -> Awaitable[Row]:
-        """``keyed``: every request gets a unique X-Request-ID (unique per workload and bench run)."""
+        """``keyed``: every request gets a unique X-Request-ID (unique per window and bench run)."""
         if keyed:
             args = args | {"keys": f"{name}-{self.runid}-{next(self.windows)}"}
         else:
