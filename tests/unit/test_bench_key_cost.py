@@ -13,7 +13,7 @@ async def test_the_variants_take_turns_in_abba_order() -> None:
 
     async def window(keyed: bool) -> Window:
         order.append(keyed)
-        return Window(keyed, next(rates), 20.0, True)
+        return Window(keyed, next(rates), 20.0, 0, True)
 
     row = await paired_windows("hot", 3, window)
     assert order == [True, False, False, True, True, False]
@@ -23,10 +23,12 @@ async def test_the_variants_take_turns_in_abba_order() -> None:
     assert not row.failed
 
 
-def test_a_window_whose_books_did_not_hold_fails_the_row() -> None:
-    row = KeyCostRow("spread", [Window(True, 10.0, 5.0, True), Window(False, 20.0, 7.5, False)])
+def test_a_window_whose_books_did_not_hold_or_that_had_errors_fails_the_row() -> None:
+    row = KeyCostRow("spread", [Window(True, 10.0, 5.0, 0, True), Window(False, 20.0, 7.5, 0, False)])
     assert row.failed
-    assert key_cost_cells(row) == ("spread", "1", "10", "20", "0.50", "0.50 to 0.50", "7.5", "MISMATCH")
+    assert key_cost_cells(row) == ("spread", "1", "10", "20", "0.50", "0.50 to 0.50", "7.5", "0", "MISMATCH")
+    errors = KeyCostRow("hot", [Window(True, 10.0, 5.0, 3, True), Window(False, 20.0, 7.5, 0, True)])
+    assert errors.failed and key_cost_cells(errors)[-2:] == ("3", "ok")
     assert KeyCostRow("hot").ratio is None and key_cost_cells(KeyCostRow("hot"))[4] == "-"
 
 

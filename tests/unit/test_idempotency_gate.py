@@ -56,7 +56,9 @@ async def test_a_duplicate_in_flight_gets_the_first_reply_replayed_and_starts_no
 async def test_another_request_with_a_key_in_flight_is_refused_at_once() -> None:
     gate, commands = IdempotencyGate(Deadlines(30.0)), Commands()
     first = await started(gate, commands)
-    other = await gate.run(IdempotencyKey(KEY.key, "fingerprint-b"), render, commands.send)
+    other = await asyncio.wait_for(
+        gate.run(IdempotencyKey(KEY.key, "fingerprint-b"), render, commands.send), 1
+    )
     assert (other.status, other.body["error"]) == (422, "IdempotencyKeyReuseError")
     commands.futures[0].set_result(Reply(200, {}))
     await first
@@ -91,7 +93,8 @@ async def test_a_failed_command_answers_503_to_everyone_and_frees_its_key() -> N
     first = await started(gate, commands)
     duplicate = await started(gate, commands)
     commands.futures[0].set_exception(RuntimeError("connection lost"))
-    assert [(await first).status, (await duplicate).status] == [503, 503]
+    answers = [await first, await duplicate]
+    assert [(a.status, a.replayed) for a in answers] == [(503, False), (503, False)]
     retry = await started(gate, commands)
     commands.futures[1].set_result(Reply(200, {}))
     assert (await retry).status == 200 and len(commands.futures) == 2
@@ -106,3 +109,41 @@ async def test_a_cancelled_request_does_not_cancel_its_command() -> None:
     duplicate = await started(gate, commands)
     commands.futures[0].set_result(Reply(200, {}))
     assert (await duplicate).replayed and len(commands.futures) == 1
+
+
+async def test_a_cancelled_command_answers_503_to_everyone_and_frees_its_key() -> None:
+    gate, commands = IdempotencyGate(Deadlines(30.0)), Commands()
+    first = await started(gate, commands)
+    duplicate = await started(gate, commands)
+    commands.futures[0].cancel()
+    answers = await asyncio.wait_for(asyncio.gather(first, duplicate), 1)
+    assert [(a.status, a.replayed) for a in answers] == [(503, False), (503, False)]
+    retry = await started(gate, commands)
+    commands.futures[1].set_result(Reply(200, {}))
+    assert (await retry).status == 200
+
+
+async def test_a_command_run_as_a_task_is_followed_as_a_future_is() -> None:
+    """As transfers use the gate: ``send`` starts a task, which no timeout may cancel."""
+    deadlines = Deadlines(0.0)
+    gate, release = IdempotencyGate(deadlines), asyncio.Event()
+
+    async def transfer() -> Reply:
+        await release.wait()
+        return Reply(200, {"state": "COMPLETED"})
+
+    tasks: list[asyncio.Task[Reply]] = []
+
+    def send() -> asyncio.Future[Reply]:
+        tasks.append(asyncio.ensure_future(transfer()))
+        return tasks[-1]
+
+    first = asyncio.ensure_future(gate.run(KEY, render, send))
+    await settle()
+    deadlines.sweep()
+    assert (await first).status == 503 and not tasks[0].done()
+    duplicate = asyncio.ensure_future(gate.run(KEY, render, send))
+    await settle()
+    release.set()
+    assert (await duplicate) == Reply(200, {"state": "COMPLETED"}, replayed=True)
+    assert len(tasks) == 1

@@ -3,7 +3,8 @@
 Separate runs of the keyed and the key-less variant meet the machine at different minutes, and on a
 shared machine its speed moves by more than the key costs (DESIGN.md §8). So the variants take turns
 on one service and one database, window after window in ABBA order (keyed, key-less, key-less,
-keyed, ...), each pair within a few seconds of itself, and the cost is the ratio of the sums.
+keyed, ...), each pair within two windows' time of itself (about 25 s with 10 s windows and their
+warm-ups), and the cost is the ratio of the sums.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Window:
-    """One measured window of a workload: keyed or not, its rate, its tail, and whether the books
-    held after it (the workload's own check)."""
+    """One measured window of a workload: keyed or not, its rate, its tail, its errors (non-200
+    answers and socket errors, warm-up included), and whether the books held after it."""
 
     keyed: bool
     rps: float
     p99_ms: float
-    ok: bool
+    errors: int
+    books_ok: bool
 
 
 @dataclass
@@ -43,7 +45,7 @@ class KeyCostRow:
 
     @property
     def failed(self) -> bool:
-        return not all(w.ok for w in self.windows)
+        return any(w.errors or not w.books_ok for w in self.windows)
 
 
 async def paired_windows(name: str, pairs: int, window: Callable[[bool], Awaitable[Window]]) -> KeyCostRow:

@@ -251,7 +251,8 @@ def key_cost_cells(row: KeyCostRow) -> tuple[str, ...]:
         "-" if row.ratio is None else f"{row.ratio:.2f}",
         f"{min(pair):.2f} to {max(pair):.2f}" if pair else "-",
         f"{max(w.p99_ms for w in row.windows):.1f}" if row.windows else "-",
-        "MISMATCH" if row.failed else "ok",
+        f"{sum(w.errors for w in row.windows):,}",
+        "ok" if all(w.books_ok for w in row.windows) else "MISMATCH",
     )
 
 
@@ -263,6 +264,7 @@ KEY_COST_HEADER = (
     "keyed ÷ key-less",
     "pairs' range",
     "max p99 ms",
+    "errors",
     "checks",
 )
 

@@ -367,7 +367,8 @@ class ServiceBench:
 
         async def window(keyed: bool) -> Window:
             row = await self.run(name, keyed)
-            return Window(keyed, row.run.rps, row.run.p99_ms, row.check is None or row.check.ok)
+            books_ok = row.check is None or row.check.ok
+            return Window(keyed, row.run.rps, row.run.p99_ms, row.errors, books_ok)
 
         await self.prepare(name)
         return await paired_windows(name, self.opts.key_pairs, window)
