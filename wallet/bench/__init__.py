@@ -186,5 +186,5 @@ def main(argv: list[str] | None = None) -> int:
         tables.append(drain_markdown(drains, opts) if opts.markdown else drain_table(drains))
     if tables:
         print("\n\n".join(tables))  # a blank line between tables: each stays its own in Markdown
-    failed = any(row.failed for row in rows) or any(row.failed for row in alerts)
-    return 1 if failed or any(row.failed for row in costs) else 0
+    failed = any(r.failed for r in rows) or any(r.failed for r in alerts) or any(r.failed for r in costs)
+    return 1 if failed else 0

@@ -30,18 +30,19 @@ class KeyCostRow:
     name: str
     windows: list[Window] = field(default_factory=list)
 
-    def _rates(self, keyed: bool) -> list[float]:
+    def rates(self, keyed: bool) -> list[float]:
+        """The keyed (or key-less) windows' requests per second, in the order they ran."""
         return [w.rps for w in self.windows if w.keyed is keyed]
 
     @property
     def ratio(self) -> float | None:
         """Keyed ÷ key-less requests per second, of the sums over all windows."""
-        keyless = sum(self._rates(False))
-        return sum(self._rates(True)) / keyless if keyless > 0 else None
+        keyless = sum(self.rates(False))
+        return sum(self.rates(True)) / keyless if keyless > 0 else None
 
     @property
     def pair_ratios(self) -> list[float]:
-        return [k / n for k, n in zip(self._rates(True), self._rates(False), strict=False) if n > 0]
+        return [k / n for k, n in zip(self.rates(True), self.rates(False), strict=False) if n > 0]
 
     @property
     def failed(self) -> bool:

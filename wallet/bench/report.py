@@ -240,7 +240,7 @@ def alert_markdown(rows: list[AlertRow], opts: Options) -> str:
 
 def key_cost_cells(row: KeyCostRow) -> tuple[str, ...]:
     def rates(keyed: bool) -> str:
-        return " / ".join(f"{w.rps:,.0f}" for w in row.windows if w.keyed is keyed)
+        return " / ".join(f"{rps:,.0f}" for rps in row.rates(keyed))
 
     pair = row.pair_ratios
     return (
@@ -277,7 +277,7 @@ def key_cost_markdown(rows: list[KeyCostRow], opts: Options) -> str:
     lines = [
         f"Key cost, {time.strftime('%Y-%m-%d %H:%M %Z')}: each write workload keyed and key-less in "
         f"turn on one service and database, {opts.duration:g} s windows (after a {WARMUP_S:g} s "
-        "warm-up each) in ABBA order, so each pair meets the machine within seconds of itself; "
+        "warm-up each) in ABBA order, so each pair meets the machine within two windows' time; "
         "keyed ÷ key-less of the sums, and the range of the pairs' own ratios.",
     ]
     return markdown_table(lines, KEY_COST_HEADER, [key_cost_cells(row) for row in rows], [])

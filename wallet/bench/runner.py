@@ -111,8 +111,8 @@ class Options:
         if self.keys != "both":
             return [(self, names)]
         keyless = [n for n in names if n in WRITES]
-        first = (replace(self, keys="on"), names)
-        return [first, (replace(self, keys="off"), keyless)] if keyless else [first]
+        first = (replace(self, keys="on"), names)  # the key's cost (key_pairs) is measured here alone
+        return [first, (replace(self, keys="off", key_pairs=0), keyless)] if keyless else [first]
 
 
 @dataclass(frozen=True)
@@ -756,9 +756,7 @@ async def run(
         alerts = [] if alerts is None else alerts
         costs = [] if costs is None else costs
         measured: list[Row] = []
-        for i, (session_opts, names) in enumerate(opts.sessions(service) if service else []):
-            if i > 0:  # the key's cost is measured once, in the first session
-                session_opts = replace(session_opts, key_pairs=0)
+        for session_opts, names in opts.sessions(service) if service else []:
             session = await run_service(session_opts, names, ceiling, drains, alerts, costs)
             measured = beside_keyed(measured, session)
         rows += measured
