@@ -20,6 +20,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 import pytest
+import uvloop
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
@@ -30,6 +31,17 @@ from wallet.persistence.migrations import migrate
 from wallet.service import WalletService
 
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Every async test on the loop the service runs on (``EVENT_LOOP``'s default, uvloop); a test
+    marked ``both_event_loops`` on asyncio's own loop as well, the other setting."""
+    factories: dict[str, Callable[[], Any]] = {"uvloop": uvloop.new_event_loop}
+    if item.get_closest_marker("both_event_loops") is not None:
+        factories["asyncio"] = asyncio.new_event_loop
+    return factories
+
+
 ADMIN_URL = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from wallet import event_loop
 from wallet.config import Settings
 from wallet.logging_setup import configure_logging
 
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)  # structured JSON (structlog)
+    if settings.event_loop not in event_loop.LOOPS:
+        print(f"wallet: EVENT_LOOP must be one of {', '.join(event_loop.LOOPS)}", file=sys.stderr)
+        return 2
     if args.command == "verify":
         from wallet.audit import verify
 
@@ -48,19 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "relay":
         from wallet.server import run_relay
 
-        asyncio.run(run_relay(settings))
+        event_loop.run(run_relay(settings), settings.event_loop)
         return 0
     if args.command == "worker":
         from wallet.server import run_worker
 
-        asyncio.run(run_worker(settings))
+        event_loop.run(run_worker(settings), settings.event_loop)
         return 0
     if args.command == "serve":
         from wallet.embedded import EmbeddedUnavailableError
         from wallet.server import serve
 
         try:
-            asyncio.run(serve(settings))
+            event_loop.run(serve(settings), settings.event_loop)
         except EmbeddedUnavailableError as exc:
             print(f"wallet serve: {exc}", file=sys.stderr)
             return 2

@@ -57,6 +57,8 @@ class Settings:
     # Logs: "json" (structured, one object a line) or "console".
     log_format: str = "json"
     log_level: str = "info"
+    # The event loop of serve, relay and worker: "uvloop", or "asyncio" (wallet/event_loop.py).
+    event_loop: str = "uvloop"
     default_currency: str = "USD"
     # Pool sizes: the flush writer and reads share the primary pool.
     db_pool_min: int = 2
@@ -161,6 +163,7 @@ _DERIVED = frozenset({"database_url_given", "redis_url_given", "rabbitmq_url_giv
 _NORMALISE: dict[str, Callable[[Any], Any]] = {
     "log_format": str.lower,
     "log_level": str.lower,
+    "event_loop": str.lower,
     "default_currency": str.upper,
     "health_required": lambda checks: tuple(c.lower() for c in checks),
     "fraud_critical_rules": lambda rules: tuple(r.upper() for r in rules),

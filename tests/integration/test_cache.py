@@ -21,6 +21,9 @@ from wallet.persistence.read_model import WalletView
 from wallet.persistence.records import WalletBatch
 from wallet.persistence.redis_lean import LeanConnection, LuaScript, RedisReplyError, lean_redis
 
+# The lean Redis connection and the API under both EVENT_LOOP settings.
+pytestmark = pytest.mark.both_event_loops
+
 
 async def _cached(redis: Redis, key: str) -> bytes | None:
     value: bytes | None = await redis.get(key)

@@ -6,6 +6,9 @@ import pytest
 
 from tests.helpers import assert_projection_matches_events, balance_cents, post
 
+# The API under both EVENT_LOOP settings.
+pytestmark = pytest.mark.both_event_loops
+
 
 async def test_deposit_withdraw_balance_history(client, db, wallet_id):
     assert await post(client, f"/v1/wallet/{wallet_id}/deposit", {"amount": 100}) == (

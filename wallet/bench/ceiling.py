@@ -1,13 +1,18 @@
 """The ceiling: a bare aiohttp app doing the least a wallet handler must (read and parse a JSON body
-exactly, answer JSON). Run alone in its own process: ``python -m wallet.bench.ceiling --port N``."""
+exactly, answer JSON). Run alone in its own process: ``python -m wallet.bench.ceiling --port N``,
+on the event loop the service runs on (``EVENT_LOOP``), so a ratio compares the service's own work."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from decimal import Decimal
 
 from aiohttp import web
+
+from wallet.config import Settings
+from wallet.event_loop import LOOPS, loop_factory
 
 
 async def deposit(request: web.Request) -> web.Response:
@@ -45,8 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m wallet.bench.ceiling")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--loop", choices=LOOPS, default=Settings.from_env().event_loop)
     args = parser.parse_args(argv)
-    web.run_app(make_app(), host=args.host, port=args.port, access_log=None, print=None)
+    factory = loop_factory(args.loop) or asyncio.new_event_loop
+    web.run_app(make_app(), host=args.host, port=args.port, access_log=None, print=None, loop=factory())
 
 
 if __name__ == "__main__":

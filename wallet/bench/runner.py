@@ -220,7 +220,10 @@ class Ceiling:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         port = opts.port_base
-        self.server = spawn("ceiling", ["-m", "wallet.bench.ceiling", "--port", str(port)], port)
+        # On the service's event loop: EVENT_LOOP from the service's environment.
+        self.server = spawn(
+            "ceiling", ["-m", "wallet.bench.ceiling", "--port", str(port)], port, opts.service_env
+        )
         self.router: Router | None = None
 
     async def start(self) -> None:
