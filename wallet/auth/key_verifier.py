@@ -70,7 +70,7 @@ class ApiKeyVerifier:
         # Tokens whose secret matched (the fast path: no parsing, no hashing); dropped with their key.
         self._tokens: dict[str, Principal] = {}
         self._unusable: dict[str, float] = {}  # key id -> monotonic time until which it is refused
-        self._loading: dict[str, asyncio.Future[ApiKeyRecord | None]] = {}
+        self._loading: dict[str, asyncio.Future[bool]] = {}
         self._last_poll_issued = -1e9
         self._task: asyncio.Task[None] | None = None
 
@@ -115,13 +115,8 @@ class ApiKeyVerifier:
             return None
         if self._unusable.get(key_id, 0.0) > time.monotonic():
             return None
-        record = await self._load(key_id)
-        if record is None or not record.usable_at(datetime.now(UTC)):
-            self._remember_unusable(key_id)
+        if not await self._load(key_id):
             return None
-        if len(self._entries) >= self._max_entries:
-            self._drop(next(iter(self._entries)))
-        self._entries[key_id] = _Entry(record.secret_hash, principal_of(record))
         found = self._from_entries(token)  # just read from the database: fresh whatever the poll
         return None if isinstance(found, Miss) else found
 
@@ -130,14 +125,26 @@ class ApiKeyVerifier:
         if self._entries.pop(key_id, None) is not None:
             self._tokens = {t: p for t, p in self._tokens.items() if p.id != key_id}
 
-    async def _load(self, key_id: str) -> ApiKeyRecord | None:
-        """One query per key id however many requests wait for it."""
+    async def _load(self, key_id: str) -> bool:
+        """Whether the key is usable, read once per key id however many requests wait for it. The
+        read's own task caches the answer before it completes, so a request arriving between its
+        end and its waiters' wake-up finds the entry instead of reading again."""
         loading = self._loading.get(key_id)
         if loading is None:
-            loading = asyncio.ensure_future(self._store.find(key_id))
+            loading = asyncio.ensure_future(self._read(key_id))
             self._loading[key_id] = loading
             loading.add_done_callback(lambda _: self._loading.pop(key_id, None))
         return await asyncio.shield(loading)
+
+    async def _read(self, key_id: str) -> bool:
+        record = await self._store.find(key_id)
+        if record is None or not record.usable_at(datetime.now(UTC)):
+            self._remember_unusable(key_id)
+            return False
+        if len(self._entries) >= self._max_entries:
+            self._drop(next(iter(self._entries)))
+        self._entries[key_id] = _Entry(record.secret_hash, principal_of(record))
+        return True
 
     def _remember_unusable(self, key_id: str) -> None:
         if len(self._unusable) >= self._max_entries:
