@@ -33,9 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)  # structured JSON (structlog)
-    if settings.event_loop not in event_loop.LOOPS:
-        print(f"wallet: EVENT_LOOP must be one of {', '.join(event_loop.LOOPS)}", file=sys.stderr)
-        return 2
+    if args.command in ("serve", "relay", "worker"):
+        try:
+            event_loop.loop_factory(settings.event_loop)  # an unknown or missing loop: say so now
+        except ValueError as exc:
+            print(f"wallet: {exc}", file=sys.stderr)
+            return 2
     if args.command == "verify":
         from wallet.audit import verify
 

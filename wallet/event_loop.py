@@ -21,8 +21,12 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     if name == "asyncio":
         return None
     if name == "uvloop":
-        import uvloop
-
+        try:
+            import uvloop
+        except ImportError:
+            raise ValueError(
+                "EVENT_LOOP=uvloop but uvloop is not installed: install it, or set EVENT_LOOP=asyncio"
+            ) from None
         return uvloop.new_event_loop
     raise ValueError(f"EVENT_LOOP must be one of {', '.join(LOOPS)}, not {name!r}")
 

@@ -43,3 +43,9 @@ def test_the_command_refuses_an_unknown_loop_before_it_starts() -> None:
     )
     assert done.returncode == 2
     assert "EVENT_LOOP must be one of uvloop, asyncio" in done.stderr
+
+
+def test_a_missing_uvloop_is_named_with_the_way_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
+    with pytest.raises(ValueError, match=r"uvloop is not installed.*EVENT_LOOP=asyncio"):
+        event_loop.loop_factory("uvloop")

@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m wallet.bench.ceiling")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--loop", choices=LOOPS, default=Settings.from_env().event_loop)
+    parser.add_argument("--loop", default=Settings.from_env().event_loop)
     args = parser.parse_args(argv)
+    if args.loop not in LOOPS:
+        parser.error(f"--loop (or EVENT_LOOP) must be one of {', '.join(LOOPS)}")
     factory = loop_factory(args.loop) or asyncio.new_event_loop
     web.run_app(make_app(), host=args.host, port=args.port, access_log=None, print=None, loop=factory())
 

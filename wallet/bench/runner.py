@@ -388,6 +388,7 @@ class ServiceBench:
             spread=spread,
             transfer=self.transfer_wallets,
             connections=self.opts.connections,
+            env=self.opts.service_env,
         )
         await drain.declare()
         try:

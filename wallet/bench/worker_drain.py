@@ -91,8 +91,10 @@ class WorkerDrain:
         spread: list[str],
         transfer: list[str],
         connections: int,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
+        self.env = env  # the service's extra environment (EVENT_LOOP, ...), the workers' too
         self.client = client  # keyed writes, retried with their key as a careful client does
         self.db_url = db_url
         self.spread = spread
@@ -150,7 +152,7 @@ class WorkerDrain:
         try:
             processed_before = await conn.fetchval("SELECT count(*) FROM fraud_processed_events")
             alerts_before = await conn.fetchval("SELECT count(*) FROM fraud_alerts")
-            env = worker_env(self.settings, self.db_url)
+            env = worker_env(self.settings, self.db_url, self.env)
             started = time.monotonic()
             procs = [
                 spawn(f"worker{k}", ["-m", "wallet", "worker"], 0, env, listens=False) for k in range(workers)
