@@ -12,7 +12,7 @@ from decimal import Decimal
 from aiohttp import web
 
 from wallet.config import Settings
-from wallet.event_loop import LOOPS, loop_factory
+from wallet.event_loop import loop_factory
 
 
 async def deposit(request: web.Request) -> web.Response:
@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--loop", default=Settings.from_env().event_loop)
     args = parser.parse_args(argv)
-    if args.loop not in LOOPS:
-        parser.error(f"--loop (or EVENT_LOOP) must be one of {', '.join(LOOPS)}")
-    factory = loop_factory(args.loop) or asyncio.new_event_loop
+    try:
+        factory = loop_factory(args.loop) or asyncio.new_event_loop
+    except ValueError as exc:  # an unknown loop, or uvloop missing
+        parser.error(str(exc))
     web.run_app(make_app(), host=args.host, port=args.port, access_log=None, print=None, loop=factory())
 
 
