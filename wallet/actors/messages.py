@@ -86,6 +86,7 @@ Outcome = Accepted | Rejected | Refused
 # options makes one a call). The bytes are ``json.dumps(..., sort_keys=True, default=str)``'s, as
 # every stored fingerprint's were, so a retry sent across an upgrade still matches its record.
 _CANONICAL = json.JSONEncoder(sort_keys=True, default=str, check_circular=False)
+_json_string = json.encoder.encode_basestring_ascii  # a str as that encoder writes it (ASCII-escaped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,11 @@ class IdempotencyKey:
     @classmethod
     def for_request(cls, key: str, operation: str, wallet_id: str, params: dict[str, Any]) -> IdempotencyKey:
         """The key of a request: its fingerprint is operation, wallet and validated parameters."""
-        canonical = _CANONICAL.encode([operation, wallet_id, params])
+        amount = params.get("amount")
+        if type(amount) is int and len(params) == 1:  # {"amount": n}, the commonest: the same text
+            canonical = f'[{_json_string(operation)}, {_json_string(wallet_id)}, {{"amount": {amount}}}]'
+        else:
+            canonical = _CANONICAL.encode([operation, wallet_id, params])
         return cls(key, hashlib.sha256(canonical.encode()).hexdigest())
 
 

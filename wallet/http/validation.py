@@ -181,7 +181,9 @@ async def _read_json(request: web.Request) -> bytes:
             raise ApiError(
                 415, UNSUPPORTED_MEDIA_TYPE, "Content-Encoding is not supported: send the body as is"
             )
-        if request.content_type != "application/json" or (request.charset or "utf-8") not in _UTF8:
+        if request.headers.get(hdrs.CONTENT_TYPE) != "application/json" and (  # the commonest, as is
+            request.content_type != "application/json" or (request.charset or "utf-8") not in _UTF8
+        ):
             raise ApiError(415, UNSUPPORTED_MEDIA_TYPE, "the body must be application/json (UTF-8)")
     try:
         if request.content.is_eof():  # all of it arrived with the headers (the common case)
