@@ -181,9 +181,7 @@ async def _read_json(request: web.Request) -> bytes:
             raise ApiError(
                 415, UNSUPPORTED_MEDIA_TYPE, "Content-Encoding is not supported: send the body as is"
             )
-        if request.headers.get(hdrs.CONTENT_TYPE) != "application/json" and (  # the commonest, as is
-            request.content_type != "application/json" or (request.charset or "utf-8") not in _UTF8
-        ):
+        if not _is_json_utf8(request):
             raise ApiError(415, UNSUPPORTED_MEDIA_TYPE, "the body must be application/json (UTF-8)")
     try:
         if request.content.is_eof():  # all of it arrived with the headers (the common case)
@@ -194,6 +192,12 @@ async def _read_json(request: web.Request) -> bytes:
         raise ApiError(408, "RequestTimeoutError", "the body did not arrive in time") from None
     except web.RequestPayloadError:
         raise validation_error("the body could not be read as sent") from None
+
+
+def _is_json_utf8(request: web.Request) -> bool:
+    if request.headers.get(hdrs.CONTENT_TYPE) == "application/json":  # the commonest: no parsing
+        return True
+    return request.content_type == "application/json" and (request.charset or "utf-8") in _UTF8
 
 
 def _describe(messages: Any) -> str:
